@@ -1,0 +1,152 @@
+r"""Judging agreement of one RMSprop step: forward-error scales and ULP-normalised errors.
+
+Lockstep bound (DESIGN §3).  Starting from identical state, each side computes
+every quantity :math:`x` of the step with a first-order forward error
+:math:`|\hat x - x| \le k\,u\,S_x`, where :math:`u` is the unit roundoff of the
+dtype (half the machine epsilon), :math:`k` counts the roundings on the path
+that produced :math:`x` and :math:`S_x` is the sum of the magnitudes of the
+terms that form it.  With :math:`G = |g| + \lambda|\theta|` (the terms of the
+decayed gradient) the scales are
+
+* square_avg:      :math:`S_v = \alpha|v_0| + (1-\alpha) G^2`
+* grad_avg:        :math:`S_{\bar g} = \alpha|\bar g_0| + (1-\alpha) G`
+* update q = g/a:  :math:`S_q = (G / a)(1 + \kappa)`, with
+  :math:`\kappa = v / (v - \bar g^2)` in centered mode (the cancellation in
+  the variance amplifies relative error by :math:`\kappa`) and 1 otherwise
+* momentum buffer: :math:`S_b = \mu|b_0| + S_q`
+* parameter:       :math:`S_\theta = |\theta_0| + \gamma S_b` (or :math:`\gamma S_q` without momentum)
+
+The longest path, the parameter with momentum, has k = 8 roundings: the decay
+``fma`` (1), the mean square (2, halved by the root: 1), the square root
+(torch's MKL root is not correctly rounded, so 1 ULP, i.e. 2 u), ``+ eps`` (1),
+the scaled quotient (2) and the final ``fma`` (1).  Two independent honest
+sides then differ by at most :data:`LOCKSTEP_BOUND` = 2 k = 16 units of
+:math:`u S_x`; a wrong formula (epsilon inside the root, a missing term) lands
+orders of magnitude above it wherever its difference is visible at all.  An
+absolute allowance of one smallest subnormal per rounding covers underflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "LOCKSTEP_BOUND",
+    "Hyper",
+    "StepScales",
+    "nonfinite_mismatch",
+    "normalised_error",
+    "step_scales",
+    "unit_roundoff",
+]
+
+#: Maximum honest lockstep difference, in units of ``u * scale`` (derivation above).
+LOCKSTEP_BOUND = 16.0
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One parameter group's RMSprop hyperparameters."""
+
+    lr: float = 1e-2
+    alpha: float = 0.99
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    centered: bool = False
+    maximize: bool = False
+
+    def kwargs(self) -> dict[str, Any]:
+        """Return the constructor keywords shared by Lucid and torch."""
+        return dict(vars(self))
+
+
+def unit_roundoff(dtype: np.dtype[Any] | type) -> float:
+    """Half the machine epsilon: the relative error bound of one rounding."""
+    return float(np.finfo(dtype).eps) / 2
+
+
+@dataclass(frozen=True)
+class StepScales:
+    """Forward-error scales :math:`S_x` of one step, per element, in float64."""
+
+    square_avg: NDArray[np.float64]
+    grad_avg: NDArray[np.float64] | None
+    momentum_buffer: NDArray[np.float64] | None
+    param: NDArray[np.float64]
+
+
+def step_scales(
+    hyper: Hyper,
+    param0: NDArray[Any],
+    grad: NDArray[Any],
+    state0: dict[str, NDArray[Any]],
+    state1: dict[str, NDArray[Any]],
+) -> StepScales:
+    """Return the scales of one step from the state before and after it.
+
+    ``state0`` and ``state1`` hold the reference side's buffers before and
+    after the step (``state0`` may be empty on the first step).
+    """
+    f = np.float64
+    with np.errstate(all="ignore"):
+        p0 = np.abs(param0.astype(f))
+        G = np.abs(grad.astype(f)) + hyper.weight_decay * p0
+        v0 = np.abs(state0.get("square_avg", np.zeros_like(param0)).astype(f))
+        v1 = state1["square_avg"].astype(f)
+        s_v = hyper.alpha * v0 + (1 - hyper.alpha) * G * G
+        s_ga = None
+        if hyper.centered:
+            ga0 = np.abs(state0.get("grad_avg", np.zeros_like(param0)).astype(f))
+            ga1 = state1["grad_avg"].astype(f)
+            s_ga = hyper.alpha * ga0 + (1 - hyper.alpha) * G
+            var = v1 - ga1 * ga1
+            kappa = np.where(var > 0, np.abs(v1) / var, np.inf)
+            root = np.sqrt(np.maximum(var, 0))
+        else:
+            kappa = np.ones_like(v1)
+            root = np.sqrt(np.abs(v1))
+        s_q = np.where(G == 0, 0.0, G / (root + hyper.eps) * (1 + kappa))
+        s_b = None
+        if hyper.momentum > 0:
+            b0 = np.abs(state0.get("momentum_buffer", np.zeros_like(param0)).astype(f))
+            s_b = hyper.momentum * b0 + s_q
+            s_p = p0 + hyper.lr * s_b
+        else:
+            s_p = p0 + hyper.lr * s_q
+    return StepScales(square_avg=s_v, grad_avg=s_ga, momentum_buffer=s_b, param=s_p)
+
+
+def normalised_error(
+    candidate: NDArray[Any], reference: NDArray[Any], scale: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """``|candidate - reference| / (u * scale + eta)`` per finite element.
+
+    ``u`` is the unit roundoff and ``eta`` the smallest subnormal of the
+    reference's dtype.  Elements where either side is not finite give 0 here;
+    :func:`nonfinite_mismatch` judges those.
+    """
+    dtype = reference.dtype
+    u = unit_roundoff(dtype)
+    eta = float(np.finfo(dtype).smallest_subnormal)
+    a = candidate.astype(np.float64)
+    b = reference.astype(np.float64)
+    with np.errstate(all="ignore"):
+        err = np.abs(a - b) / (u * scale + eta)
+    finite = np.isfinite(a) & np.isfinite(b)
+    # An infinite scale (no conditioning left) admits any finite difference.
+    return np.where(finite & np.isfinite(scale), err, 0.0)
+
+
+def nonfinite_mismatch(candidate: NDArray[Any], reference: NDArray[Any]) -> int:
+    """Count elements where NaN / +Inf / -Inf positions differ between the sides."""
+
+    def kind(x: NDArray[Any]) -> NDArray[np.int8]:
+        x = np.asarray(x, dtype=np.float64)
+        return np.select([np.isnan(x), x == np.inf, x == -np.inf], [1, 2, 3], 0).astype(np.int8)
+
+    return int(np.count_nonzero(kind(candidate) != kind(reference)))

@@ -1,0 +1,129 @@
+"""Run a gradient stream through a :class:`LockstepPair` and summarise the agreement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from conformance.compare import Hyper, nonfinite_mismatch, normalised_error, step_scales
+from conformance.runners import LockstepPair, StepRecord
+
+__all__ = ["LockstepResult", "run_lockstep"]
+
+
+@dataclass
+class LockstepResult:
+    """Agreement over a whole stream, per quantity.
+
+    Attributes
+    ----------
+    worst : dict
+        Largest normalised error seen per quantity (``param``, ``square_avg``, ...).
+    worst_step : dict
+        The step at which that largest error happened.
+    bitwise_equal : int
+        Elements of the parameter that were bit-identical after a step.
+    elements : int
+        Parameter elements compared (over all steps).
+    nonfinite_mismatches : int
+        Elements whose NaN/Inf pattern differed.
+    dtype_errors : list of str
+        Quantities whose dtype differed from torch's.
+    """
+
+    worst: dict[str, float] = field(default_factory=dict)
+    worst_step: dict[str, int] = field(default_factory=dict)
+    bitwise_equal: int = 0
+    elements: int = 0
+    nonfinite_mismatches: int = 0
+    dtype_errors: list[str] = field(default_factory=list)
+
+    @property
+    def bitwise_fraction(self) -> float:
+        """Fraction of compared parameter elements that were bit-identical."""
+        return self.bitwise_equal / self.elements if self.elements else 1.0
+
+    @property
+    def max_error(self) -> float:
+        """Largest normalised error over every quantity."""
+        return max(self.worst.values(), default=0.0)
+
+    def absorb(self, step: int, hyper: Hyper, record: StepRecord) -> None:
+        """Fold one parameter's step into the summary."""
+        if record.grad is None:
+            return
+        scales = step_scales(hyper, record.param0, record.grad, record.torch_state0, record.torch_state)
+        pairs = [("param", record.lucid_param, record.torch_param, scales.param)]
+        for key in ("square_avg", "grad_avg", "momentum_buffer"):
+            scale = getattr(scales, key)
+            if scale is not None:
+                pairs.append((key, record.lucid_state.get(key), record.torch_state[key], scale))
+        for name, ours, theirs, scale in pairs:
+            if ours is None or ours.shape != theirs.shape:
+                self.worst[name] = np.inf
+                self.worst_step.setdefault(name, step)
+                continue
+            if ours.dtype != theirs.dtype:
+                self.dtype_errors.append(f"{name}: {ours.dtype} != {theirs.dtype}")
+            self.nonfinite_mismatches += nonfinite_mismatch(ours, theirs)
+            err = float(np.max(normalised_error(ours, theirs, scale), initial=0.0))
+            if err > self.worst.get(name, -1.0):
+                self.worst[name] = err
+                self.worst_step[name] = step
+        ours_bits, ref_bits = (
+            np.atleast_1d(x).view(f"u{x.dtype.itemsize}") for x in (record.lucid_param, record.torch_param)
+        )
+        if ours_bits.shape == ref_bits.shape:
+            self.bitwise_equal += int(np.count_nonzero(ours_bits == ref_bits))
+        self.elements += record.torch_param.size
+
+    def passed(self, bound: float) -> bool:
+        """Whether every quantity stayed within ``bound`` and patterns and dtypes agreed."""
+        return self.max_error <= bound and not self.nonfinite_mismatches and not self.dtype_errors
+
+
+def run_lockstep(
+    params0: Sequence[NDArray[Any]],
+    hyper: Hyper,
+    grads: Iterable[Sequence[NDArray[Any] | None]],
+    *,
+    foreach: bool,
+    lr_schedule: dict[int, float] | None = None,
+    optimizer_class: type | None = None,
+) -> LockstepResult:
+    """Step torch and Lucid from identical state for each gradient set in ``grads``.
+
+    Before every step Lucid's parameters and buffers are overwritten with
+    torch's, so each comparison measures one step's error alone.
+
+    Parameters
+    ----------
+    params0 : sequence of ndarray
+        Initial parameters.
+    hyper : Hyper
+        Hyperparameters of the single group.
+    grads : iterable of sequences
+        Per step, one gradient (or None) per parameter.
+    foreach : bool
+        torch's implementation.
+    lr_schedule : dict, optional
+        ``{step: lr}``: learning rates set before those steps.
+    optimizer_class : type, optional
+        The Lucid-interface optimizer under test (default ``lucid.optim.RMSprop``).
+    """
+    kwargs = {} if optimizer_class is None else {"optimizer_class": optimizer_class}
+    pair = LockstepPair(list(params0), hyper, foreach, **kwargs)
+    result = LockstepResult()
+    current = hyper
+    for step, step_grads in enumerate(grads):
+        if lr_schedule and step in lr_schedule:
+            current = Hyper(**{**current.kwargs(), "lr": lr_schedule[step]})
+            pair.set_lr(current.lr)
+        pair.sync_lucid_to_torch()
+        for record in pair.step(list(step_grads)):
+            result.absorb(step, current, record)
+    return result

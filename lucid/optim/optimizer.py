@@ -1,0 +1,295 @@
+"""``Optimizer``: parameter groups, per-parameter state and torch-layout state_dicts.
+
+The base class owns everything that is not the update rule: turning ``params``
+into validated parameter groups, ``zero_grad``, and saving and loading state in
+torch's layout.  A subclass supplies the update (:meth:`Optimizer.step`) and two
+validation hooks (:meth:`Optimizer._check_group`, :meth:`Optimizer._check_state`).
+
+Loading is transactional: every part of a state_dict is checked and converted
+into new objects first, and only then swapped in, so a refused state_dict leaves
+the optimizer exactly as it was.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from lucid.tensor import Tensor
+
+__all__ = ["Optimizer", "ParamGroup", "StateDict"]
+
+ParamGroup = dict[str, Any]
+StateDict = dict[str, Any]
+
+#: Group keys that torch.optim writes and Lucid has no use for.  A state_dict
+#: converted from torch carries them; loading accepts and drops them.
+TORCH_ONLY_GROUP_KEYS = frozenset({"foreach", "capturable", "differentiable", "fused", "param_names"})
+
+
+def _describe(value: Any) -> str:
+    """Name a value for an error message without dumping a whole array."""
+    if isinstance(value, np.ndarray):
+        return f"ndarray(shape={value.shape}, dtype={value.dtype})"
+    if isinstance(value, Tensor):
+        return f"{type(value).__name__}(shape={value.shape}, dtype={value.dtype})"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class Optimizer(abc.ABC):
+    """Abstract base class of Lucid's optimizers.
+
+    Parameters
+    ----------
+    params : iterable of Tensor, or iterable of dict
+        The tensors to optimise, or parameter groups: dicts with a ``"params"``
+        entry and any hyperparameters that override ``defaults`` for that group.
+    defaults : dict
+        Hyperparameters used by groups that do not set them.
+
+    Attributes
+    ----------
+    param_groups : list of dict
+        Each group's hyperparameters and its ``"params"`` list.
+    defaults : dict
+        The default hyperparameters.
+    state : dict
+        Per-parameter state, keyed by the parameter object.
+    """
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[ParamGroup], defaults: Mapping[str, Any]) -> None:
+        self.defaults: dict[str, Any] = dict(defaults)
+        self.state: dict[Tensor, dict[str, Any]] = {}
+        self.param_groups: list[ParamGroup] = []
+        if isinstance(params, (Tensor, np.ndarray)):
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                f"but got {_describe(params)}"
+            )
+        if isinstance(params, (set, frozenset)):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, "
+                "but the ordering of tensors in sets changes between runs"
+            )
+        try:
+            groups = list(params)
+        except TypeError:
+            raise TypeError(
+                f"params should be an iterable of Tensors or dicts, got {_describe(params)}"
+            ) from None
+        if not groups:
+            raise ValueError(
+                "optimizer got an empty parameter list (was a generator of parameters already consumed?)"
+            )
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # ------------------------------------------------------------ param groups
+    def _check_group(self, group: ParamGroup) -> ParamGroup:
+        """Validate a group's hyperparameters; return a normalised copy.
+
+        Subclasses override this to refuse bad values (``ValueError`` or
+        ``TypeError`` naming the key and value).  The base accepts anything.
+        """
+        return dict(group)
+
+    def _checked_params(self, params: Any, where: str) -> list[Tensor]:
+        """Turn a group's ``params`` into a list of distinct, optimisable tensors."""
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError(f"{where}: parameters need to be an ordered collection, not a set")
+        try:
+            params = list(params)
+        except TypeError:
+            raise TypeError(
+                f"{where}: 'params' must be an iterable of Tensors, got {_describe(params)}"
+            ) from None
+        if not params:
+            raise ValueError(f"{where}: the parameter list is empty")
+        seen: dict[int, int] = {}
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                raise TypeError(
+                    f"{where}: optimizer can only optimize Tensors, but params[{i}] is {_describe(p)}"
+                )
+            if not p.is_leaf:
+                raise ValueError(f"{where}: params[{i}] is not a leaf tensor; can't optimize it")
+            if not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.complexfloating)):
+                raise TypeError(
+                    f"{where}: params[{i}] has dtype {p.dtype}; only floating point and complex can be optimized"
+                )
+            if id(p) in seen:
+                raise ValueError(f"{where}: params[{i}] is the same parameter as params[{seen[id(p)]}]")
+            seen[id(p)] = i
+        return params
+
+    def add_param_group(self, param_group: ParamGroup) -> None:
+        """Add a parameter group; hyperparameters it leaves out come from ``defaults``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            On a malformed group, a bad hyperparameter, or a parameter that is
+            already in another group.  Nothing is added then.
+        """
+        where = f"param group {len(self.param_groups)}"
+        if not isinstance(param_group, Mapping):
+            raise TypeError(f"{where}: a param group must be a dict, got {_describe(param_group)}")
+        if "params" not in param_group:
+            raise ValueError(f"{where}: the param group has no 'params' key")
+        params = self._checked_params(param_group["params"], where)
+        existing = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in existing for p in params):
+            raise ValueError(f"{where}: some parameters appear in more than one parameter group")
+        group = {k: v for k, v in param_group.items() if k != "params"}
+        for key, default in self.defaults.items():
+            group.setdefault(key, default)
+        group = self._check_group(group)
+        group["params"] = params
+        self.param_groups.append(group)
+
+    # ---------------------------------------------------------------- stepping
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset every parameter's gradient: to ``None``, or to zeros in place."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none or p.grad is None:
+                    p.grad = None
+                else:
+                    p.grad[...] = 0
+
+    @abc.abstractmethod
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient; return ``closure()``'s value."""
+
+    # --------------------------------------------------------------- state_dict
+    def _check_state(self, param: Tensor, group: ParamGroup, entry: Any, where: str) -> dict[str, Any]:
+        """Validate one parameter's saved state; return a fresh, normalised copy.
+
+        Subclasses override this; the base deep-copies whatever it is given.
+        """
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{where}: a state entry must be a dict, got {_describe(entry)}")
+        return copy.deepcopy(dict(entry))
+
+    def state_dict(self) -> StateDict:
+        """Return the optimizer's state in torch's layout, as copies.
+
+        Returns
+        -------
+        dict
+            ``{"state": {index: {name: value}}, "param_groups": [{hyperparameters...,
+            "params": [index, ...]}]}``.  Indices number the parameters in group
+            order, from 0.  Arrays are copied, so later steps do not change a
+            state_dict already taken (torch returns references instead).
+        """
+        index: dict[int, int] = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            packed["params"] = []
+            for p in group["params"]:
+                index[id(p)] = len(index)
+                packed["params"].append(index[id(p)])
+            groups.append(packed)
+        state: dict[int, dict[str, Any]] = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                entry = self.state.get(p)
+                if entry:
+                    state[index[id(p)]] = {
+                        k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in entry.items()
+                    }
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: StateDict) -> None:
+        """Replace hyperparameters and state with those of ``state_dict``.
+
+        Accepts what :meth:`state_dict` returns, and a torch optimizer's
+        state_dict whose tensors were converted to NumPy arrays.  Saved
+        parameter indices are matched to this optimizer's parameters by
+        position, group by group, as torch does.
+
+        Raises
+        ------
+        TypeError, ValueError, KeyError
+            When anything in ``state_dict`` is malformed.  The optimizer is then
+            exactly as it was: nothing is applied until everything is checked.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict, got {_describe(state_dict)}")
+        keys = set(state_dict)
+        if keys != {"state", "param_groups"}:
+            missing = sorted({"state", "param_groups"} - keys)
+            extra = sorted(map(repr, keys - {"state", "param_groups"}))
+            raise KeyError(
+                "state_dict must have exactly the keys 'state' and 'param_groups'; "
+                f"missing {missing}, unexpected {extra}"
+            )
+        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(saved_groups, (list, tuple)):
+            raise TypeError(f"state_dict['param_groups'] must be a list, got {_describe(saved_groups)}")
+        if not isinstance(saved_state, Mapping):
+            raise TypeError(f"state_dict['state'] must be a dict, got {_describe(saved_state)}")
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"state_dict has {len(saved_groups)} parameter groups, this optimizer has {len(self.param_groups)}"
+            )
+
+        new_groups: list[ParamGroup] = []
+        owner: dict[Any, tuple[Tensor, ParamGroup]] = {}
+        for gi, (saved, current) in enumerate(zip(saved_groups, self.param_groups)):
+            where = f"state_dict['param_groups'][{gi}]"
+            if not isinstance(saved, Mapping):
+                raise TypeError(f"{where} must be a dict, got {_describe(saved)}")
+            if "params" not in saved:
+                raise KeyError(f"{where} has no 'params' key")
+            indices = saved["params"]
+            if not isinstance(indices, (list, tuple)):
+                raise TypeError(f"{where}['params'] must be a list of indices, got {_describe(indices)}")
+            if len(indices) != len(current["params"]):
+                raise ValueError(
+                    f"{where} has {len(indices)} parameters, this optimizer's group {gi} has {len(current['params'])}"
+                )
+            group = {k: v for k, v in saved.items() if k != "params" and k not in TORCH_ONLY_GROUP_KEYS}
+            for key in self.defaults:
+                if key not in group:
+                    if key not in self._group_fallbacks:
+                        raise KeyError(f"{where} has no {key!r} hyperparameter")
+                    group[key] = self._group_fallbacks[key]
+            try:
+                group = self._check_group(group)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"{where}: {err}") from None
+            group["params"] = current["params"]
+            for index, p in zip(indices, current["params"]):
+                if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+                    raise TypeError(f"{where}['params'] holds {_describe(index)}, not an integer index")
+                if int(index) in owner:
+                    raise ValueError(f"{where}['params'] repeats parameter index {int(index)}")
+                owner[int(index)] = (p, group)
+            new_groups.append(group)
+
+        new_state: dict[Tensor, dict[str, Any]] = {}
+        for key, entry in saved_state.items():
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or int(key) not in owner:
+                raise KeyError(
+                    f"state_dict['state'] has an entry for parameter index {key!r}, which no param group lists"
+                )
+            p, group = owner[int(key)]
+            new_state[p] = self._check_state(p, group, entry, f"state_dict['state'][{key!r}]")
+
+        self.param_groups = new_groups
+        self.state = new_state
+
+    #: Values for hyperparameters that a saved group may lack (torch's
+    #: ``__setstate__`` defaults for older checkpoints); others are required.
+    _group_fallbacks: Mapping[str, Any] = {}

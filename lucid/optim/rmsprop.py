@@ -1,0 +1,264 @@
+"""``RMSprop``: hyperparameter and state validation around :func:`rmsprop_update`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from numbers import Real
+from typing import Any
+
+import numpy as np
+
+from lucid._grad_mode import enable_grad
+from lucid.optim.functional import rmsprop_update
+from lucid.optim.optimizer import Optimizer, ParamGroup, _describe
+from lucid.tensor import Tensor
+
+__all__ = ["RMSprop"]
+
+_REAL_HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum")
+_BOOL_HYPERPARAMETERS = ("centered", "maximize")
+_BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
+
+
+def _real_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """float32 for complex64, float64 for complex128, the dtype itself otherwise."""
+    return np.empty(0, dtype).real.dtype
+
+
+def _as_real_number(key: str, value: Any) -> float:
+    """Return ``value`` as a float, or raise ``TypeError`` naming ``key``.
+
+    Accepts Python and NumPy real numbers and one-element real arrays (torch's
+    tensor ``lr`` after conversion); refuses ``bool``, strings and the rest.
+    """
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "fiu":
+        value = value.reshape(()).item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+        raise TypeError(f"{key} must be a real number, got {_describe(value)}")
+    return float(value)
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop, computing exactly what ``torch.optim.RMSprop`` computes.
+
+    .. math::
+
+        v_t = \alpha v_{t-1} + (1-\alpha) g_t^2, \qquad
+        \theta_t = \theta_{t-1} - \gamma \, \frac{g_t}{\sqrt{v_t} + \epsilon}
+
+    with epsilon *outside* the square root (torch's choice; the textbook
+    formula puts it inside), and the learning rate applied outside the momentum
+    buffer.  See :func:`lucid.optim.functional.rmsprop_update` for every flag.
+
+    Parameters
+    ----------
+    params : iterable of Parameter, or iterable of dict
+        Parameters, or parameter groups with per-group hyperparameters.
+    lr : float, default 1e-2
+        Learning rate :math:`\gamma`, finite and >= 0.
+    alpha : float, default 0.99
+        Smoothing constant, in [0, 1].
+    eps : float, default 1e-8
+        Added to the root of the mean square; finite and >= 0.
+    weight_decay : float, default 0.0
+        L2 penalty added to the gradient; finite and >= 0.
+    momentum : float, default 0.0
+        Momentum factor; finite and >= 0.
+    centered : bool, default False
+        Normalise by an estimate of the gradient's variance instead of its
+        second moment.
+    maximize : bool, default False
+        Ascend instead of descend.
+
+    Notes
+    -----
+    Refused, as torch refuses them: negative ``lr``, ``eps``, ``momentum``,
+    ``weight_decay`` or ``alpha``.  Refused, where torch accepts them: NaN or
+    infinite hyperparameters, ``alpha > 1``, a non-number (``TypeError``) and a
+    non-bool ``centered`` or ``maximize``.
+
+    State per parameter, with torch's names: ``step`` (a float),
+    ``square_avg``, ``momentum_buffer`` (when momentum > 0) and ``grad_avg``
+    (when centered), arrays of the parameter's shape and dtype.  If momentum or
+    centering is switched on after state exists, the missing buffer starts at
+    zero (torch raises a ``KeyError`` there).  Complex parameters are updated
+    as pairs of reals, as torch does.
+
+    Examples
+    --------
+    >>> import lucid.nn as nn, lucid.optim as optim, numpy as np
+    >>> w = nn.Parameter([1.0, 2.0])
+    >>> opt = optim.RMSprop([w], lr=0.1)
+    >>> w.grad = np.array([0.5, -0.5], dtype=np.float32)
+    >>> opt.step()
+    >>> w.data  # 1 - 0.1 * 0.5 / (sqrt(0.01 * 0.25) + 1e-8), rounded in float32
+    array([2.3841858e-07, 2.9999998e+00], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[ParamGroup],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "alpha": alpha,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "centered": centered,
+            "maximize": maximize,
+        }
+        self._check_group(defaults)
+        super().__init__(params, defaults)
+
+    #: torch's ``RMSprop.__setstate__`` defaults for checkpoints that lack them.
+    _group_fallbacks: Mapping[str, Any] = {"momentum": 0.0, "centered": False, "maximize": False}
+
+    def _check_group(self, group: ParamGroup) -> ParamGroup:
+        checked = dict(group)
+        for key in _REAL_HYPERPARAMETERS:
+            value = _as_real_number(key, group[key])
+            if math.isnan(value) or math.isinf(value):
+                raise ValueError(f"Invalid {key} value: {value} (must be finite)")
+            if value < 0:
+                raise ValueError(f"Invalid {key} value: {value} (must be >= 0)")
+            checked[key] = value
+        if checked["alpha"] > 1:
+            raise ValueError(f"Invalid alpha value: {checked['alpha']} (must be in [0, 1])")
+        for key in _BOOL_HYPERPARAMETERS:
+            if not isinstance(group[key], (bool, np.bool_)):
+                raise TypeError(f"{key} must be a bool, got {_describe(group[key])}")
+            checked[key] = bool(group[key])
+        return checked
+
+    def _check_state(self, param: Tensor, group: ParamGroup, entry: Any, where: str) -> dict[str, Any]:
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{where}: a state entry must be a dict, got {_describe(entry)}")
+        unknown = sorted(map(repr, set(entry) - {"step", *_BUFFERS}))
+        if unknown:
+            raise KeyError(f"{where}: unknown state keys {', '.join(unknown)}")
+        required = ["step", "square_avg"]
+        if group["momentum"] > 0:
+            required.append("momentum_buffer")
+        if group["centered"]:
+            required.append("grad_avg")
+        for key in required:
+            if key not in entry:
+                raise KeyError(f"{where}: missing {key!r} (required by this group's settings)")
+        try:
+            step = _as_real_number("step", entry["step"])
+        except TypeError as err:
+            raise TypeError(f"{where}: {err}") from None
+        if not math.isfinite(step) or step < 0:
+            raise ValueError(f"{where}: step must be finite and >= 0, got {step}")
+        checked: dict[str, Any] = {"step": step}
+        for key in _BUFFERS:
+            if key not in entry:
+                continue
+            value = entry[key]
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"{where}[{key!r}] must be an ndarray, got {_describe(value)}")
+            if value.shape != param.shape:
+                raise ValueError(f"{where}[{key!r}] has shape {value.shape}, the parameter has {param.shape}")
+            if value.dtype != param.dtype:
+                raise TypeError(f"{where}[{key!r}] has dtype {value.dtype}, the parameter has {param.dtype}")
+            checked[key] = np.array(value, copy=True)
+        return checked
+
+    def _checked_grad(self, param: Tensor, where: str) -> np.ndarray:
+        """Return ``param.grad`` after checking it can update ``param``."""
+        grad = param.grad
+        if not isinstance(grad, np.ndarray):
+            raise TypeError(f"{where}: .grad must be an ndarray or None, got {_describe(grad)}")
+        if grad.shape != param.shape:
+            raise ValueError(f"{where}: .grad has shape {grad.shape}, the parameter has {param.shape}")
+        if grad.dtype != param.dtype:
+            raise TypeError(
+                f"{where}: .grad has dtype {grad.dtype}, the parameter has {param.dtype} "
+                "(torch refuses a gradient of another dtype too)"
+            )
+        return grad
+
+    def _state_for(self, param: Tensor, group: ParamGroup) -> dict[str, Any]:
+        """Return ``param``'s state, creating zero buffers the group's flags need."""
+        state = self.state.setdefault(param, {})
+        if not state:
+            state["step"] = 0.0
+            state["square_avg"] = np.zeros_like(param.data)
+        if group["momentum"] > 0 and "momentum_buffer" not in state:
+            state["momentum_buffer"] = np.zeros_like(param.data)
+        if group["centered"] and "grad_avg" not in state:
+            state["grad_avg"] = np.zeros_like(param.data)
+        return state
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter whose ``.grad`` is not None.
+
+        Every gradient is checked before any parameter changes, so a refused
+        step changes nothing.
+
+        Parameters
+        ----------
+        closure : callable, optional
+            Re-evaluates the model and returns the loss; run with gradients on.
+
+        Returns
+        -------
+        object
+            What ``closure`` returned, or None.
+        """
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        work = []
+        for gi, group in enumerate(self.param_groups):
+            for pi, param in enumerate(group["params"]):
+                if param.grad is not None:
+                    work.append(
+                        (group, param, self._checked_grad(param, f"param_groups[{gi}]['params'][{pi}]"))
+                    )
+        for group, param, grad in work:
+            state = self._state_for(param, group)
+            state["step"] += 1.0
+            arrays = [
+                param.data,
+                grad,
+                state["square_avg"],
+                state.get("grad_avg"),
+                state.get("momentum_buffer"),
+            ]
+            if np.iscomplexobj(
+                param.data
+            ):  # torch: view_as_real; elementwise, so real and imaginary parts apart
+                parts = [
+                    [None if a is None else a.real for a in arrays],
+                    [None if a is None else a.imag for a in arrays],
+                ]
+            else:
+                parts = [arrays]
+            for p, g, sq, ga, buf in parts:
+                rmsprop_update(
+                    p,
+                    g,
+                    sq,
+                    ga if group["centered"] else None,
+                    buf if group["momentum"] > 0 else None,
+                    lr=group["lr"],
+                    alpha=group["alpha"],
+                    eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    momentum=group["momentum"],
+                    centered=group["centered"],
+                    maximize=group["maximize"],
+                )
+        return loss
