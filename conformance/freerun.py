@@ -1,0 +1,135 @@
+r"""Free-running comparison: both optimizers run a whole stream without re-syncing.
+
+Bound (DESIGN §3).  The gradient streams do not depend on the parameters, so
+the parameter after ``N`` steps is ``p_N = p_0 - lr * sum_t q_t`` (``q_t`` the
+update, or the momentum buffer) and two honest implementations differ by the
+accumulated local errors, propagated through the state:
+
+* a local error of step ``t`` is at most ``k u S_{p,t}`` (``k = 8``, the
+  lockstep derivation in :mod:`conformance.compare`);
+* an error in the mean square ``v`` decays by ``alpha`` per step, so its
+  steady state is ``1 / (1 - alpha)`` local errors, and it reaches ``q``
+  halved by the root and amplified by the conditioning ``kappa``; hence a factor
+  ``1 + kappa / (1 - alpha)`` on the update's share of ``S_p``;
+* an error in the momentum buffer decays by ``mu`` and enters every later
+  parameter update, a factor ``1 / (1 - mu)``.
+
+Summing over the steps, ``|p_N - p'_N| <= 2 k u sum_t [|p_t| + lr S_{q,t} (1 +
+kappa_t / (1 - alpha)) / (1 - mu)]`` for two sides (:data:`FREE_RUN_BOUND` =
+``2 k`` = 16 in those units).  It grows linearly with ``N``: the worst case of
+errors that all have one sign.  Honest rounding errors have random signs and
+grow like ``sqrt(N)``; a systematic bias grows like ``N``, and
+:attr:`FreeRunResult.growth_exponent` estimates which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from conformance.compare import Hyper, nonfinite_mismatch, step_scales, unit_roundoff
+from conformance.runners import LockstepPair
+
+__all__ = ["FREE_RUN_BOUND", "FreeRunResult", "run_free"]
+
+#: Maximum honest free-running difference in units of the accumulated scale (derivation above).
+FREE_RUN_BOUND = 16.0
+
+
+@dataclass
+class FreeRunResult:
+    """Trajectory agreement of a free-running pair.
+
+    Attributes
+    ----------
+    normalised : list of float
+        Per step, ``max |p_lucid - p_torch| / (u * accumulated scale)``
+        over all parameters and finite elements.
+    relative : list of float
+        Per step, ``max |p_lucid - p_torch| / max |p_torch|`` (what a user sees).
+    nonfinite_mismatches : int
+        Elements whose NaN/Inf pattern differed, summed over steps.
+    """
+
+    normalised: list[float] = field(default_factory=list)
+    relative: list[float] = field(default_factory=list)
+    nonfinite_mismatches: int = 0
+
+    @property
+    def max_normalised(self) -> float:
+        """Largest normalised difference over the run."""
+        return max(self.normalised, default=0.0)
+
+    @property
+    def growth_exponent(self) -> float:
+        """Slope of log(relative error) against log(step) over the steps with an error.
+
+        About 0.5 for honest rounding noise, about 1 for a systematic bias;
+        NaN when fewer than 8 steps show any difference.
+        """
+        rel = np.asarray(self.relative)
+        steps = np.arange(1, rel.size + 1)
+        keep = (rel > 0) & np.isfinite(rel)
+        if np.count_nonzero(keep) < 8:
+            return float("nan")
+        return float(np.polyfit(np.log(steps[keep]), np.log(rel[keep]), 1)[0])
+
+    def passed(self, bound: float = FREE_RUN_BOUND) -> bool:
+        """Whether the trajectories stayed within ``bound`` with identical NaN/Inf patterns."""
+        return self.max_normalised <= bound and not self.nonfinite_mismatches
+
+
+def run_free(
+    params0: Sequence[NDArray[Any]],
+    hyper: Hyper,
+    grads: Iterable[Sequence[NDArray[Any] | None]],
+    *,
+    foreach: bool,
+    lr_schedule: dict[int, float] | None = None,
+    optimizer_class: type | None = None,
+) -> FreeRunResult:
+    """Run torch and Lucid side by side without syncing, and measure how they drift apart.
+
+    Parameters are as for :func:`conformance.lockstep.run_lockstep`.
+    """
+    kwargs = {} if optimizer_class is None else {"optimizer_class": optimizer_class}
+    pair = LockstepPair(list(params0), hyper, foreach, **kwargs)
+    result = FreeRunResult()
+    accumulated = [np.zeros(np.shape(p)) for p in params0]
+    current = hyper
+    for step, step_grads in enumerate(grads):
+        if lr_schedule and step in lr_schedule:
+            current = Hyper(**{**current.kwargs(), "lr": lr_schedule[step]})
+            pair.set_lr(current.lr)
+        worst_norm = worst_rel = 0.0
+        for i, record in enumerate(pair.step(list(step_grads))):
+            ours, theirs = record.lucid_param, record.torch_param
+            result.nonfinite_mismatches += nonfinite_mismatch(ours, theirs)
+            if record.grad is not None:
+                scales = step_scales(current, record.param0, record.grad, record.torch_state0, record.torch_state)
+                with np.errstate(all="ignore"):
+                    share = scales.param - np.abs(record.param0.astype(np.float64))
+                    kappa_factor = 1 + 1 / (1 - current.alpha) if current.alpha < 1 else np.inf
+                    momentum_factor = 1 / (1 - current.momentum) if current.momentum < 1 else np.inf
+                    accumulated[i] = accumulated[i] + (
+                        np.abs(record.param0.astype(np.float64)) + share * kappa_factor * momentum_factor
+                    )
+            finite = np.isfinite(ours) & np.isfinite(theirs)
+            if not finite.any():
+                continue
+            diff = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))[finite]
+            u = unit_roundoff(theirs.dtype)
+            eta = float(np.finfo(theirs.dtype).smallest_subnormal)
+            with np.errstate(all="ignore"):
+                norm = diff / (u * np.broadcast_to(accumulated[i], ours.shape)[finite] + eta * (step + 1))
+                norm = np.where(np.isfinite(norm), norm, 0.0)
+            worst_norm = max(worst_norm, float(norm.max()))
+            top = float(np.max(np.abs(theirs[finite]).astype(np.float64)))
+            worst_rel = max(worst_rel, float(diff.max()) / top if top > 0 else float(diff.max() > 0))
+        result.normalised.append(worst_norm)
+        result.relative.append(worst_rel)
+    return result
