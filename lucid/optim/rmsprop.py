@@ -224,41 +224,22 @@ class RMSprop(Optimizer):
         for gi, group in enumerate(self.param_groups):
             for pi, param in enumerate(group["params"]):
                 if param.grad is not None:
-                    work.append(
-                        (group, param, self._checked_grad(param, f"param_groups[{gi}]['params'][{pi}]"))
-                    )
+                    work.append((group, param, self._checked_grad(param, f"param_groups[{gi}]['params'][{pi}]")))
         for group, param, grad in work:
             state = self._state_for(param, group)
             state["step"] += 1.0
-            arrays = [
+            rmsprop_update(  # complex parameters too: see rmsprop_update
                 param.data,
                 grad,
                 state["square_avg"],
-                state.get("grad_avg"),
-                state.get("momentum_buffer"),
-            ]
-            if np.iscomplexobj(
-                param.data
-            ):  # torch: view_as_real; elementwise, so real and imaginary parts apart
-                parts = [
-                    [None if a is None else a.real for a in arrays],
-                    [None if a is None else a.imag for a in arrays],
-                ]
-            else:
-                parts = [arrays]
-            for p, g, sq, ga, buf in parts:
-                rmsprop_update(
-                    p,
-                    g,
-                    sq,
-                    ga if group["centered"] else None,
-                    buf if group["momentum"] > 0 else None,
-                    lr=group["lr"],
-                    alpha=group["alpha"],
-                    eps=group["eps"],
-                    weight_decay=group["weight_decay"],
-                    momentum=group["momentum"],
-                    centered=group["centered"],
-                    maximize=group["maximize"],
-                )
+                state.get("grad_avg") if group["centered"] else None,
+                state.get("momentum_buffer") if group["momentum"] > 0 else None,
+                lr=group["lr"],
+                alpha=group["alpha"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                centered=group["centered"],
+                maximize=group["maximize"],
+            )
         return loss
