@@ -1,68 +1,23 @@
-"""Command line: ``python -m conformance run`` prints agreement per configuration."""
+"""Command line of the conformance harness: ``python -m conformance COMMAND``."""
 
 from __future__ import annotations
 
 import argparse
-import platform
 from collections.abc import Sequence
 
-import numpy as np
-import torch
-
-import lucid
-from conformance.compare import LOCKSTEP_BOUND
-from conformance.lockstep import run_lockstep
-from conformance.matrix import DTYPES, TORCH_IMPLS, flag_configs
-from conformance.streams import gradient_stream
+from conformance.commands import run
 
 __all__ = ["main"]
 
-#: Gradient scales of the smoke run: tiny (eps dominates), unit, large.
-SMOKE_SCALES = (1e-8, 1.0, 1e4)
-
-
-def _run(args: argparse.Namespace) -> int:
-    print(
-        f"lucid {lucid.__version__}, numpy {np.__version__}, torch {torch.__version__}, "
-        f"python {platform.python_version()}, CPU capability {torch.backends.cpu.get_cpu_capability()}"
-    )
-    print(f"lockstep bound: {LOCKSTEP_BOUND:g} u*scale; {args.steps} steps x {args.size} elements per case")
-    header = f"{'config':<18} {'dtype':<8} {'foreach':<8} {'bitwise':>8} {'worst':>7}  verdict"
-    print(header)
-    print("-" * len(header))
-    failures = 0
-    for config in flag_configs():
-        for dtype in DTYPES:
-            for foreach in TORCH_IMPLS:
-                equal = total = 0
-                worst = 0.0
-                ok = True
-                for i, scale in enumerate(SMOKE_SCALES):
-                    rng = np.random.default_rng(args.seed + i)
-                    params0 = [rng.standard_normal(args.size).astype(dtype)]
-                    grads = gradient_stream("normal", scale, (args.size,), dtype, args.steps, args.seed + i)
-                    result = run_lockstep(params0, config.hyper(), ([g] for g in grads), foreach=foreach)
-                    equal += result.bitwise_equal
-                    total += result.elements
-                    worst = max(worst, result.max_error)
-                    ok &= result.passed(LOCKSTEP_BOUND)
-                failures += not ok
-                print(
-                    f"{config.name:<18} {np.dtype(dtype).name:<8} {foreach!s:<8} "
-                    f"{equal / total:>8.2%} {worst:>7.2f}  {'ok' if ok else 'DISAGREE'}"
-                )
-    print(f"{failures} configuration(s) disagree" if failures else "all configurations agree")
-    return 1 if failures else 0
+#: One module per subcommand, each with ``register(subparsers)``.
+COMMANDS = (run,)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="lockstep Lucid against torch over every flag combination")
-    run.add_argument("--steps", type=int, default=20, help="steps per case (default 20)")
-    run.add_argument("--size", type=int, default=1000, help="elements per parameter (default 1000)")
-    run.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")
-    run.set_defaults(func=_run)
+    for command in COMMANDS:
+        command.register(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -1,0 +1,1 @@
+"""Subcommands of ``python -m conformance``; each module defines ``register(subparsers)``."""
