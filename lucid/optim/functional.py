@@ -91,24 +91,9 @@ def rmsprop_update(
     maximize : bool
         Negate the gradient first.
     """
+    update = _update_complex if np.iscomplexobj(param) else _update
     with np.errstate(all="ignore"):  # NaN and Inf propagate silently, as in torch
-        if np.iscomplexobj(param):
-            _update_complex(
-                param,
-                grad,
-                square_avg,
-                grad_avg,
-                momentum_buffer,
-                lr=lr,
-                alpha=alpha,
-                eps=eps,
-                weight_decay=weight_decay,
-                momentum=momentum,
-                centered=centered,
-                maximize=maximize,
-            )
-            return
-        _update(
+        update(
             param,
             grad,
             square_avg,
