@@ -17,11 +17,14 @@ Computers 57(4), 2008):
 
 The identities hold while no intermediate overflows or underflows (products
 above about 1e300 in float64, or below about 1e-290).  Elements whose emulated
-result is not finite fall back to the unfused ``a * b + c``, which is exact
-IEEE behaviour for NaN and infinity inputs.
+result is not finite are recomputed one by one in exact rational arithmetic
+(finite inputs) or by IEEE's rules for infinity and NaN (:func:`_fma_exact`).
 """
 
 from __future__ import annotations
+
+import math
+from fractions import Fraction
 
 import numpy as np
 from numpy.typing import NDArray
@@ -98,7 +101,27 @@ def fma(a: NDArray, b: NDArray, c: NDArray) -> NDArray:
             th, tl = _two_sum(c64, uh)
             v = _round_to_odd(*_two_sum(tl, ul))  # RO(tl + ul)
             out = th + v  # RN(th + RO(tl + ul)) = RN(a * b + c)
-            bad = ~np.isfinite(out)
-            if bad.any():
-                out[bad] = a64[bad] * b64[bad] + c64[bad]
+            bad = np.flatnonzero(~np.isfinite(out))
+            for i in bad:  # rare: a non-finite input or an overflowing product
+                out[i] = _fma_exact(float(a64[i]), float(b64[i]), float(c64[i]))
     return out.reshape(shape)
+
+
+def _fma_exact(a: float, b: float, c: float) -> float:
+    """Return ``a * b + c`` rounded once where the error-free transformations cannot.
+
+    With ``a`` and ``b`` finite the product is a finite exact number even when
+    it overflows float64, so ``1e30 * 1e300 - inf`` is ``-inf`` (the unfused
+    ``a * b + c`` would give ``inf - inf = NaN``), and a huge product cancelled
+    by ``c`` comes back finite.  Otherwise IEEE's rules for infinities and NaN
+    apply, which the unfused expression follows.
+    """
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return a * b + c
+    if not math.isfinite(c):
+        return c
+    exact = Fraction(a) * Fraction(b) + Fraction(c)
+    try:
+        return float(exact)  # int / int in CPython: correctly rounded
+    except OverflowError:
+        return math.inf if exact > 0 else -math.inf
