@@ -79,13 +79,9 @@ class Optimizer(abc.ABC):
         try:
             groups = list(params)
         except TypeError:
-            raise TypeError(
-                f"params should be an iterable of Tensors or dicts, got {_describe(params)}"
-            ) from None
+            raise TypeError(f"params should be an iterable of Tensors or dicts, got {_describe(params)}") from None
         if not groups:
-            raise ValueError(
-                "optimizer got an empty parameter list (was a generator of parameters already consumed?)"
-            )
+            raise ValueError("optimizer got an empty parameter list (was a generator of parameters already consumed?)")
         if not isinstance(groups[0], dict):
             groups = [{"params": groups}]
         for group in groups:
@@ -109,17 +105,13 @@ class Optimizer(abc.ABC):
         try:
             params = list(params)
         except TypeError:
-            raise TypeError(
-                f"{where}: 'params' must be an iterable of Tensors, got {_describe(params)}"
-            ) from None
+            raise TypeError(f"{where}: 'params' must be an iterable of Tensors, got {_describe(params)}") from None
         if not params:
             raise ValueError(f"{where}: the parameter list is empty")
         seen: dict[int, int] = {}
         for i, p in enumerate(params):
             if not isinstance(p, Tensor):
-                raise TypeError(
-                    f"{where}: optimizer can only optimize Tensors, but params[{i}] is {_describe(p)}"
-                )
+                raise TypeError(f"{where}: optimizer can only optimize Tensors, but params[{i}] is {_describe(p)}")
             if not p.is_leaf:
                 raise ValueError(f"{where}: params[{i}] is not a leaf tensor; can't optimize it")
             if not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.complexfloating)):
@@ -146,9 +138,14 @@ class Optimizer(abc.ABC):
         if "params" not in param_group:
             raise ValueError(f"{where}: the param group has no 'params' key")
         params = self._checked_params(param_group["params"], where)
-        existing = {id(p) for g in self.param_groups for p in g["params"]}
-        if any(id(p) in existing for p in params):
-            raise ValueError(f"{where}: some parameters appear in more than one parameter group")
+        existing = {id(p): (gi, pi) for gi, g in enumerate(self.param_groups) for pi, p in enumerate(g["params"])}
+        for i, p in enumerate(params):
+            if id(p) in existing:
+                gi, pi = existing[id(p)]
+                raise ValueError(
+                    f"{where}: params[{i}] is already in param group {gi} (its params[{pi}]); "
+                    "some parameters appear in more than one parameter group"
+                )
         group = {k: v for k, v in param_group.items() if k != "params"}
         for key, default in self.defaults.items():
             group.setdefault(key, default)
@@ -205,9 +202,7 @@ class Optimizer(abc.ABC):
             for p in group["params"]:
                 entry = self.state.get(p)
                 if entry:
-                    state[index[id(p)]] = {
-                        k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in entry.items()
-                    }
+                    state[index[id(p)]] = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: StateDict) -> None:

@@ -19,6 +19,9 @@ __all__ = ["RMSprop"]
 _REAL_HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum")
 _BOOL_HYPERPARAMETERS = ("centered", "maximize")
 _BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
+#: Group keys kept but not used by the step: torch's LR schedulers write ``initial_lr``.
+_BOOKKEEPING_KEYS = ("initial_lr",)
+_GROUP_KEYS = frozenset(_REAL_HYPERPARAMETERS + _BOOL_HYPERPARAMETERS + _BOOKKEEPING_KEYS)
 
 
 def _real_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
@@ -36,7 +39,10 @@ def _as_real_number(key: str, value: Any) -> float:
         value = value.reshape(()).item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
         raise TypeError(f"{key} must be a real number, got {_describe(value)}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float range, such as 10**400
+        raise ValueError(f"Invalid {key} value: {_describe(value)} (must be finite)") from None
 
 
 class RMSprop(Optimizer):
@@ -75,8 +81,24 @@ class RMSprop(Optimizer):
     -----
     Refused, as torch refuses them: negative ``lr``, ``eps``, ``momentum``,
     ``weight_decay`` or ``alpha``.  Refused, where torch accepts them: NaN or
-    infinite hyperparameters, ``alpha > 1``, a non-number (``TypeError``) and a
-    non-bool ``centered`` or ``maximize``.
+    infinite hyperparameters, ``alpha > 1``, a non-number (``TypeError``), a
+    non-bool ``centered`` or ``maximize``, and a param group key that is not a
+    hyperparameter (``TypeError``: a typo such as ``weight_decy`` would
+    otherwise be ignored silently).  ``initial_lr``, which torch's schedulers
+    write into groups, is kept; torch's implementation switches (``foreach``,
+    ``capturable``, ``differentiable``, ``fused``) are dropped when a torch
+    state_dict is loaded.  Every refusal names the offending key and value and
+    changes nothing.
+
+    Gradients are checked at :meth:`step`, all of them before any parameter
+    changes: a ``.grad`` that is not an ndarray, or has another shape, is
+    refused; so is one of another dtype (``TypeError``), never cast: torch
+    refuses assigning a gradient whose dtype differs from the parameter's, and a
+    silent cast would round a float64 gradient or widen a float32 step.  A real
+    gradient for a complex parameter, or the reverse, is refused the same way.
+
+    NaN and Inf in gradients, parameters or state propagate as in torch, to the
+    same positions, without warnings.
 
     State per parameter, with torch's names: ``step`` (a float),
     ``square_avg``, ``momentum_buffer`` (when momentum > 0) and ``grad_avg``
@@ -124,7 +146,13 @@ class RMSprop(Optimizer):
     _group_fallbacks: Mapping[str, Any] = {"momentum": 0.0, "centered": False, "maximize": False}
 
     def _check_group(self, group: ParamGroup) -> ParamGroup:
+        unknown = sorted(map(repr, set(group) - _GROUP_KEYS))
+        if unknown:
+            raise TypeError(f"unknown hyperparameter {', '.join(unknown)}; RMSprop takes {sorted(_GROUP_KEYS)}")
         checked = dict(group)
+        for key in _BOOKKEEPING_KEYS:
+            if key in group:
+                checked[key] = _as_real_number(key, group[key])
         for key in _REAL_HYPERPARAMETERS:
             value = _as_real_number(key, group[key])
             if math.isnan(value) or math.isinf(value):
@@ -177,6 +205,17 @@ class RMSprop(Optimizer):
     def _checked_grad(self, param: Tensor, where: str) -> np.ndarray:
         """Return ``param.grad`` after checking it can update ``param``."""
         grad = param.grad
+        if not isinstance(param.data, np.ndarray) or param.dtype.kind not in "fc":
+            raise TypeError(
+                f"{where}: the parameter's data is {_describe(param.data)}; "
+                "only floating point and complex arrays can be optimized"
+            )
+        for key, value in self.state.get(param, {}).items():
+            if isinstance(value, np.ndarray) and (value.shape, value.dtype) != (param.shape, param.dtype):
+                raise ValueError(
+                    f"{where}: state[{key!r}] is {_describe(value)} but the parameter is now "
+                    f"{_describe(param.data)}; was .data replaced after the optimizer saw it?"
+                )
         if not isinstance(grad, np.ndarray):
             raise TypeError(f"{where}: .grad must be an ndarray or None, got {_describe(grad)}")
         if grad.shape != param.shape:
