@@ -1,0 +1,82 @@
+"""Sphinx configuration for the Lucid RMSprop documentation.
+
+Build with ``tox -e docs`` (HTML with warnings as errors, then every code
+example through ``sphinx.ext.doctest``).  The figure of the RMSprop page is
+measured at build time by ``scripts/textbook_vs_torch.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "scripts"))
+
+import textbook_vs_torch  # noqa: E402  (needs the path above)
+
+import lucid  # noqa: E402
+
+project = "Lucid RMSprop"
+author = "The Lucid RMSprop authors"
+copyright = "2026, " + author
+release = lucid.__version__
+version = release
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.doctest",
+    "sphinx.ext.mathjax",
+    # Ships MathJax 3 into _static, so formulas render without a network.
+    "sphinx-mathjax-offline",
+]
+
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+exclude_patterns = ["_build", "_generated/*.txt", "scripts"]
+
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+myst_heading_anchors = 3
+
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+napoleon_use_ivar = True
+
+doctest_global_setup = """
+import numpy as np
+np.set_printoptions(legacy=False)
+"""
+
+html_theme = "furo"
+html_title = f"Lucid RMSprop {release}"
+html_static_path: list[str] = []
+
+nitpicky = False
+
+
+def _measure_figure(app: object) -> None:
+    """Measure and draw the textbook-versus-torch figure into ``_generated/``."""
+    textbook_vs_torch.main(HERE / "_generated")
+
+
+#: The performance page is written with the benchmarks; index.md gets a
+#: toctree entry for it only when it exists, so the build never warns about it.
+PERFORMANCE_MARKER = '<!-- conf.py inserts a "Performance" toctree here once docs/performance.md exists. -->'
+PERFORMANCE_TOCTREE = "```{toctree}\n:caption: Performance\n\nperformance\n```\n"
+
+
+def _add_performance_page(app: object, docname: str, source: list[str]) -> None:
+    """Put ``performance`` into the index's toctree when ``performance.md`` exists."""
+    if docname == "index" and (HERE / "performance.md").exists():
+        source[0] = source[0].replace(PERFORMANCE_MARKER, PERFORMANCE_TOCTREE)
+
+
+def setup(app: object) -> None:
+    """Regenerate the measured figure before reading the sources; wire the performance page."""
+    app.connect("builder-inited", _measure_figure)
+    app.connect("source-read", _add_performance_page)
