@@ -18,9 +18,21 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 _bitwise: dict[str, list[int]] = defaultdict(lambda: [0, 0])
 
 
+_bad_inputs = [0, 0]  # tried, handled as required (tests/reliability)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Collect the bitwise counts tests record (also from xdist workers)."""
+    """Collect the counts tests record (also from xdist workers).
+
+    Every phase's report carries the item's properties; only the teardown
+    report, which comes once per test and after the test body, is counted.
+    """
+    if report.when != "teardown":
+        return
     for name, value in report.user_properties:
+        if name == "bad_inputs":
+            _bad_inputs[0] += value[0]
+            _bad_inputs[1] += value[1]
         if name == "bitwise":
             dtype, equal, total = value
             _bitwise[dtype][0] += equal
@@ -28,6 +40,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _bad_inputs[0]:
+        terminalreporter.section("reliability: bad inputs handled as required")
+        tried, handled = _bad_inputs
+        terminalreporter.write_line(f"{handled}/{tried} bad inputs (table rows + fuzz examples) handled as required")
     if not _bitwise:
         return
     terminalreporter.section("lockstep: Lucid parameters bit-identical to torch")

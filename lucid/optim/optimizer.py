@@ -223,11 +223,11 @@ class Optimizer(abc.ABC):
             raise TypeError(f"state_dict must be a dict, got {_describe(state_dict)}")
         keys = set(state_dict)
         if keys != {"state", "param_groups"}:
-            missing = sorted({"state", "param_groups"} - keys)
-            extra = sorted(map(repr, keys - {"state", "param_groups"}))
+            missing = ", ".join(sorted(map(repr, {"state", "param_groups"} - keys))) or "none"
+            extra = ", ".join(sorted(map(repr, keys - {"state", "param_groups"}))) or "none"
             raise KeyError(
                 "state_dict must have exactly the keys 'state' and 'param_groups'; "
-                f"missing {missing}, unexpected {extra}"
+                f"missing: {missing}; unexpected: {extra}"
             )
         saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
         if not isinstance(saved_groups, (list, tuple)):

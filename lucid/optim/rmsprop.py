@@ -184,8 +184,8 @@ class RMSprop(Optimizer):
                 raise KeyError(f"{where}: missing {key!r} (required by this group's settings)")
         try:
             step = _as_real_number("step", entry["step"])
-        except TypeError as err:
-            raise TypeError(f"{where}: {err}") from None
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{where}: {err}") from None
         if not math.isfinite(step) or step < 0:
             raise ValueError(f"{where}: step must be finite and >= 0, got {step}")
         checked: dict[str, Any] = {"step": step}
