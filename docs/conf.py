@@ -54,7 +54,8 @@ np.set_printoptions(legacy=False)
 
 html_theme = "furo"
 html_title = f"Lucid RMSprop {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 
 nitpicky = False
 
