@@ -91,23 +91,30 @@ def run_free(
     foreach: bool,
     lr_schedule: dict[int, float] | None = None,
     optimizer_class: type | None = None,
+    **pair_options: Any,
 ) -> FreeRunResult:
     """Run torch and Lucid side by side without syncing, and measure how they drift apart.
 
     Parameters are as for :func:`conformance.lockstep.run_lockstep`.
     """
-    kwargs = {} if optimizer_class is None else {"optimizer_class": optimizer_class}
-    pair = LockstepPair(list(params0), hyper, foreach, **kwargs)
+    lr_factors: dict[int, float] = pair_options.pop("lr_factors", None) or {}
+    if optimizer_class is not None:
+        pair_options["optimizer_class"] = optimizer_class
+    pair = LockstepPair(list(params0), hyper, foreach, **pair_options)
     result = FreeRunResult()
     accumulated = [np.zeros(np.shape(p)) for p in params0]
-    current = hyper
     for step, step_grads in enumerate(grads):
         if lr_schedule and step in lr_schedule:
-            current = Hyper(**{**current.kwargs(), "lr": lr_schedule[step]})
-            pair.set_lr(current.lr)
+            pair.set_lr(lr_schedule[step])
+        if step in lr_factors:
+            pair.scale_lr(lr_factors[step])
         worst_norm = worst_rel = 0.0
         for i, record in enumerate(pair.step(list(step_grads))):
             ours, theirs = record.lucid_param, record.torch_param
+            current = record.hyper or pair.hyper
+            if ours.shape != theirs.shape:
+                result.nonfinite_mismatches += theirs.size or 1
+                continue
             result.nonfinite_mismatches += nonfinite_mismatch(ours, theirs)
             if record.grad is not None:
                 scales = step_scales(current, record.param0, record.grad, record.torch_state0, record.torch_state)

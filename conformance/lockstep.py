@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from conformance.compare import Hyper, nonfinite_mismatch, normalised_error, step_scales
+from conformance.oracle import Verdict, verdict
 from conformance.runners import LockstepPair, StepRecord
 
 __all__ = ["LockstepResult", "run_lockstep"]
@@ -33,6 +34,9 @@ class LockstepResult:
         Elements whose NaN/Inf pattern differed.
     dtype_errors : list of str
         Quantities whose dtype differed from torch's.
+    worst_record : StepRecord or None
+        The parameter step with the largest normalised parameter error (for an
+        oracle verdict on the worst case: :meth:`verdict`).
     """
 
     worst: dict[str, float] = field(default_factory=dict)
@@ -41,6 +45,7 @@ class LockstepResult:
     elements: int = 0
     nonfinite_mismatches: int = 0
     dtype_errors: list[str] = field(default_factory=list)
+    worst_record: StepRecord | None = field(default=None, repr=False)
 
     @property
     def bitwise_fraction(self) -> float:
@@ -56,6 +61,7 @@ class LockstepResult:
         """Fold one parameter's step into the summary."""
         if record.grad is None:
             return
+        hyper = record.hyper or hyper
         scales = step_scales(hyper, record.param0, record.grad, record.torch_state0, record.torch_state)
         pairs = [("param", record.lucid_param, record.torch_param, scales.param)]
         for key in ("square_avg", "grad_avg", "momentum_buffer"):
@@ -74,6 +80,8 @@ class LockstepResult:
             if err > self.worst.get(name, -1.0):
                 self.worst[name] = err
                 self.worst_step[name] = step
+                if name == "param":
+                    self.worst_record = record
         ours_bits, ref_bits = (
             np.atleast_1d(x).view(f"u{x.dtype.itemsize}") for x in (record.lucid_param, record.torch_param)
         )
@@ -85,6 +93,20 @@ class LockstepResult:
         """Whether every quantity stayed within ``bound`` and patterns and dtypes agreed."""
         return self.max_error <= bound and not self.nonfinite_mismatches and not self.dtype_errors
 
+    def verdict(self, hyper: Hyper) -> Verdict | None:
+        """Return the float64 oracle's verdict on the worst parameter step (None if nothing was compared)."""
+        rec = self.worst_record
+        if rec is None or rec.grad is None or rec.lucid_param.shape != rec.torch_param.shape:
+            return None
+        return verdict(
+            rec.hyper or hyper,
+            rec.param0,
+            rec.grad,
+            rec.torch_state0,
+            rec.lucid_param.astype(rec.param0.dtype),
+            rec.torch_param,
+        )
+
 
 def run_lockstep(
     params0: Sequence[NDArray[Any]],
@@ -94,6 +116,7 @@ def run_lockstep(
     foreach: bool,
     lr_schedule: dict[int, float] | None = None,
     optimizer_class: type | None = None,
+    **pair_options: Any,
 ) -> LockstepResult:
     """Step torch and Lucid from identical state for each gradient set in ``grads``.
 
@@ -114,15 +137,24 @@ def run_lockstep(
         ``{step: lr}``: learning rates set before those steps.
     optimizer_class : type, optional
         The Lucid-interface optimizer under test (default ``lucid.optim.RMSprop``).
+    **pair_options
+        Passed to :class:`~conformance.runners.LockstepPair`: ``device``,
+        ``group_hypers``, ``group_of``, ``capturable``, ``tensor_lr``; and
+        ``lr_factors`` (``{step: factor}``, every group's lr multiplied before
+        that step).
     """
-    kwargs = {} if optimizer_class is None else {"optimizer_class": optimizer_class}
-    pair = LockstepPair(list(params0), hyper, foreach, **kwargs)
+    lr_factors: dict[int, float] = pair_options.pop("lr_factors", None) or {}
+    if optimizer_class is not None:
+        pair_options["optimizer_class"] = optimizer_class
+    pair = LockstepPair(list(params0), hyper, foreach, **pair_options)
     result = LockstepResult()
-    current = hyper
+    current = pair.hyper
     for step, step_grads in enumerate(grads):
         if lr_schedule and step in lr_schedule:
-            current = Hyper(**{**current.kwargs(), "lr": lr_schedule[step]})
-            pair.set_lr(current.lr)
+            pair.set_lr(lr_schedule[step])
+        if step in lr_factors:
+            pair.scale_lr(lr_factors[step])
+        current = pair.hyper
         pair.sync_lucid_to_torch()
         for record in pair.step(list(step_grads)):
             result.absorb(step, current, record)

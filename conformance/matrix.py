@@ -1,7 +1,11 @@
 """The conformance case matrix, declared as data.
 
-Every test and the command line generate their cases from :data:`FLAGS`,
-:data:`DTYPES` and :data:`TORCH_IMPLS`; there are no hand-written case lists.
+Every test and the command line generate their cases from the tables below;
+there are no hand-written case lists.  A *case* fixes the discrete axes (the
+numerical flags, the dtype, the device and torch's implementation); the
+continuous hyperparameters are drawn per example from :data:`HYPER_RANGES`
+(see :mod:`conformance.strategies`), several param groups per example, each
+with its own values.
 """
 
 from __future__ import annotations
@@ -14,9 +18,24 @@ import numpy as np
 
 from conformance.compare import Hyper
 
-__all__ = ["DTYPES", "FLAGS", "TORCH_IMPLS", "FlagConfig", "flag_configs"]
+__all__ = [
+    "DEVICES",
+    "DTYPES",
+    "FLAGS",
+    "HYPER_RANGES",
+    "IMPLS",
+    "MAX_GROUPS",
+    "TORCH_IMPLS",
+    "Case",
+    "FlagConfig",
+    "TorchImpl",
+    "case_by_id",
+    "cases",
+    "flag_configs",
+]
 
-#: Each numerical flag and the values it takes (momentum and weight decay: off and on).
+#: Each numerical flag and the values it takes (momentum and weight decay: off and on;
+#: the "on" value here is only the default, examples draw it from :data:`HYPER_RANGES`).
 FLAGS: dict[str, tuple[object, ...]] = {
     "centered": (False, True),
     "momentum": (0.0, 0.9),
@@ -28,6 +47,23 @@ DTYPES = (np.float32, np.float64)
 
 #: torch implementations compared against (``foreach`` values) on the CPU.
 TORCH_IMPLS = (False, True)
+
+DEVICES = ("cpu", "cuda")
+
+#: Ranges the continuous hyperparameters are drawn from, as ``(low, high, spacing)``.
+#: ``alpha`` is in the open interval (0, 1); ``momentum`` and ``weight_decay`` are
+#: drawn only when the case's flag switches them on.  The eps range is what torch's
+#: own tests never exercise (they keep the default 1e-8).
+HYPER_RANGES: dict[str, tuple[float, float, str]] = {
+    "lr": (1e-5, 1.0, "log"),
+    "alpha": (1e-3, 0.999, "linear"),
+    "eps": (1e-12, 1e-2, "log"),
+    "momentum": (0.05, 0.99, "linear"),
+    "weight_decay": (1e-6, 1e-1, "log"),
+}
+
+#: Most param groups an example draws (each with its own hyperparameters).
+MAX_GROUPS = 3
 
 
 @dataclass(frozen=True)
@@ -42,10 +78,7 @@ class FlagConfig:
     @property
     def name(self) -> str:
         """A short stable identifier, e.g. ``c1-m1-wd0-max0``."""
-        return (
-            f"c{int(self.centered)}-m{int(self.momentum > 0)}-"
-            f"wd{int(self.weight_decay > 0)}-max{int(self.maximize)}"
-        )
+        return f"c{int(self.centered)}-m{int(self.momentum > 0)}-wd{int(self.weight_decay > 0)}-max{int(self.maximize)}"
 
     def hyper(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8) -> Hyper:
         """Return this combination's hyperparameters with the given continuous values."""
@@ -65,3 +98,75 @@ def flag_configs() -> Iterator[FlagConfig]:
     keys = list(FLAGS)
     for values in itertools.product(*(FLAGS[k] for k in keys)):
         yield FlagConfig(**dict(zip(keys, values)))
+
+
+@dataclass(frozen=True)
+class TorchImpl:
+    """One of torch's execution strategies for RMSprop.
+
+    ``capturable`` keeps ``step`` on the device (CUDA graphs); ``tensor_lr``
+    passes the learning rate as a 0-d tensor, which with ``capturable`` makes
+    torch divide ``avg`` by ``-lr`` (foreach) instead of scaling the quotient.
+    """
+
+    foreach: bool
+    capturable: bool = False
+    tensor_lr: bool = False
+
+    @property
+    def name(self) -> str:
+        """E.g. ``foreach1-cap1-tlr1``."""
+        return f"foreach{int(self.foreach)}-cap{int(self.capturable)}-tlr{int(self.tensor_lr)}"
+
+
+#: Implementations per device: on CUDA both ``foreach`` paths, captured, with a tensor lr.
+IMPLS: dict[str, tuple[TorchImpl, ...]] = {
+    "cpu": tuple(TorchImpl(foreach) for foreach in TORCH_IMPLS),
+    "cuda": tuple(TorchImpl(foreach, capturable=True, tensor_lr=True) for foreach in TORCH_IMPLS),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One cell of the matrix: flags x dtype x device x torch implementation."""
+
+    flags: FlagConfig
+    dtype: str
+    device: str
+    impl: TorchImpl
+
+    @property
+    def id(self) -> str:
+        """A stable identifier, e.g. ``c1-m0-wd1-max0-float32-cpu-foreach0-cap0-tlr0``."""
+        return f"{self.flags.name}-{self.dtype}-{self.device}-{self.impl.name}"
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        """The dtype as a NumPy dtype."""
+        return np.dtype(self.dtype)
+
+
+def cases(device: str | None = None) -> list[Case]:
+    """Return every case of the matrix (128), or those of one ``device`` (64)."""
+    devices = DEVICES if device is None else (device,)
+    return [
+        Case(flags, np.dtype(dtype).name, dev, impl)
+        for dev in devices
+        for flags in flag_configs()
+        for dtype in DTYPES
+        for impl in IMPLS[dev]
+    ]
+
+
+def case_by_id(case_id: str) -> Case:
+    """Return the case whose :attr:`Case.id` is ``case_id``.
+
+    Raises
+    ------
+    KeyError
+        If no case has that id (the message lists the format).
+    """
+    for case in cases():
+        if case.id == case_id:
+            return case
+    raise KeyError(f"no case {case_id!r}; ids look like {cases()[0].id!r}")

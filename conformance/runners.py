@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 
 import lucid
 from conformance.compare import Hyper
+from conformance.streams import copy_layout
 
 __all__ = ["BUFFERS", "LockstepPair", "StepRecord"]
 
@@ -29,6 +30,8 @@ class StepRecord:
     lucid_param: NDArray[Any]
     torch_state: dict[str, NDArray[Any]] = field(default_factory=dict)
     lucid_state: dict[str, NDArray[Any]] = field(default_factory=dict)
+    #: The hyperparameters of the parameter's group at this step (None: the caller's).
+    hyper: Hyper | None = None
 
 
 def _buffers(state: dict[str, Any]) -> dict[str, NDArray[Any]]:
@@ -36,9 +39,7 @@ def _buffers(state: dict[str, Any]) -> dict[str, NDArray[Any]]:
     for key in BUFFERS:
         if key in state:
             value = state[key]
-            out[key] = (
-                value.detach().cpu().numpy().copy() if isinstance(value, torch.Tensor) else np.array(value)
-            )
+            out[key] = value.detach().cpu().numpy().copy() if isinstance(value, torch.Tensor) else np.array(value)
     return out
 
 
@@ -48,15 +49,27 @@ class LockstepPair:
     Parameters
     ----------
     params0 : list of ndarray
-        Initial parameter values (one param group).
+        Initial parameter values.
     hyper : Hyper
-        Hyperparameters for both sides.
+        Hyperparameters for both sides (the constructor's defaults when
+        ``group_hypers`` is given).
     foreach : bool
         torch's implementation switch.
     optimizer_class : type, default lucid.optim.RMSprop
         The Lucid-interface class under test.
     device : str, default "cpu"
         torch's device.
+    group_hypers : sequence of Hyper, optional
+        One entry per param group, each group with its own hyperparameters;
+        ``group_of`` then gives each parameter's group.  Default: one group.
+    group_of : sequence of int, optional
+        The group index of each parameter (default: all in group 0).
+    capturable : bool, default False
+        torch's ``capturable`` (CUDA only).
+    tensor_lr : bool, default False
+        Give torch the learning rate as a 0-d tensor of the parameters' dtype on
+        ``device``; Lucid gets that tensor's value as a float, so both use the
+        same number (:attr:`hypers` holds it).
     """
 
     def __init__(
@@ -66,20 +79,70 @@ class LockstepPair:
         foreach: bool,
         optimizer_class: type = lucid.optim.RMSprop,
         device: str = "cpu",
+        *,
+        group_hypers: list[Hyper] | None = None,
+        group_of: list[int] | None = None,
+        capturable: bool = False,
+        tensor_lr: bool = False,
     ) -> None:
         self.hyper = hyper
-        self.torch_params = [
-            torch.nn.Parameter(torch.from_numpy(np.array(p, copy=True)).to(device)) for p in params0
-        ]
+        self.device = device
+        self.tensor_lr = tensor_lr
+        self.torch_params = [torch.nn.Parameter(torch.from_numpy(np.array(p, copy=True)).to(device)) for p in params0]
         self.lucid_params = [lucid.nn.Parameter(np.array(p, copy=True)) for p in params0]
-        self.torch_opt = torch.optim.RMSprop(self.torch_params, foreach=foreach, **hyper.kwargs())
-        self.lucid_opt = optimizer_class(self.lucid_params, **hyper.kwargs())
+        hypers = list(group_hypers) if group_hypers is not None else [hyper]
+        group_of = list(group_of) if group_of is not None else [0] * len(params0)
+        self._lr_dtype = torch.from_numpy(np.asarray(params0[0])).dtype if params0 else torch.float32
+        if tensor_lr:
+            hypers = [Hyper(**{**h.kwargs(), "lr": self._torch_lr(h.lr).item()}) for h in hypers]
+        self.hypers = hypers
+        self.group_of = group_of
+        members = [[i for i, g in enumerate(group_of) if g == k] for k in range(len(hypers))]
+        torch_groups = [
+            {"params": [self.torch_params[i] for i in idx], **self._torch_kwargs(h)} for idx, h in zip(members, hypers)
+        ]
+        extra = {"capturable": True} if capturable else {}
+        defaults = self._torch_kwargs(hypers[0])
+        self.torch_opt = torch.optim.RMSprop(torch_groups, foreach=foreach, **extra, **defaults)
+        if group_hypers is None:
+            self.lucid_opt = optimizer_class(self.lucid_params, **hypers[0].kwargs())
+        else:
+            lucid_groups = [
+                {"params": [self.lucid_params[i] for i in idx], **h.kwargs()} for idx, h in zip(members, hypers)
+            ]
+            self.lucid_opt = optimizer_class(lucid_groups, **hypers[0].kwargs())
+
+    def _torch_lr(self, lr: float) -> Any:
+        if not self.tensor_lr:
+            return lr
+        return torch.tensor(lr, dtype=self._lr_dtype, device=self.device)
+
+    def _torch_kwargs(self, hyper: Hyper) -> dict[str, Any]:
+        return {**hyper.kwargs(), "lr": self._torch_lr(hyper.lr)}
 
     def set_lr(self, lr: float) -> None:
-        """Change the learning rate on both sides, as a scheduler would."""
-        for opt in (self.torch_opt, self.lucid_opt):
-            for group in opt.param_groups:
-                group["lr"] = lr
+        """Change the learning rate of every group on both sides, as a scheduler would."""
+        self.scale_lr(None, lr)
+
+    def scale_lr(self, factor: float | None, lr: float | None = None) -> list[Hyper]:
+        """Multiply every group's lr by ``factor`` (or set it to ``lr``) on both sides.
+
+        Returns the new :attr:`hypers`.  With a tensor lr, torch's tensor is
+        filled in place (as a captured scheduler must) and Lucid gets its value.
+        """
+        new = []
+        for h, tgroup, lgroup in zip(self.hypers, self.torch_opt.param_groups, self.lucid_opt.param_groups):
+            value = lr if factor is None else h.lr * factor
+            if self.tensor_lr:
+                tgroup["lr"].fill_(value)
+                value = float(tgroup["lr"].item())
+            else:
+                tgroup["lr"] = value
+            lgroup["lr"] = value
+            new.append(Hyper(**{**h.kwargs(), "lr": value}))
+        self.hypers = new
+        self.hyper = Hyper(**{**self.hyper.kwargs(), "lr": new[0].lr})
+        return new
 
     def sync_lucid_to_torch(self) -> None:
         """Copy torch's parameters and buffers into Lucid (in place), for a lockstep step."""
@@ -104,10 +167,12 @@ class LockstepPair:
                     torch_state0=_buffers(self.torch_opt.state.get(tp, {})),
                     torch_param=np.empty(0),
                     lucid_param=np.empty(0),
+                    hyper=self.hypers[self.group_of[len(records)]],
                 )
             )
-            tp.grad = None if g is None else torch.from_numpy(np.array(g, copy=True)).to(tp.device)
-            lp.grad = None if g is None else np.array(g, copy=True)
+            # Each side its own copy, in the stream's layout (non-contiguous stays so).
+            tp.grad = None if g is None else torch.from_numpy(copy_layout(g)).to(tp.device)
+            lp.grad = None if g is None else copy_layout(g)
         self.torch_opt.step()
         self.lucid_opt.step()
         for rec, tp, lp in zip(records, self.torch_params, self.lucid_params):

@@ -1,0 +1,206 @@
+"""Run the whole harness against a candidate optimizer, from Python or the command line.
+
+>>> from conformance.harness import check_candidate          # doctest: +SKIP
+>>> report = check_candidate("lucid.optim:RMSprop", device="cpu", examples=0)  # doctest: +SKIP
+>>> report.ok                                                  # doctest: +SKIP
+True
+
+The deterministic part is :func:`probe_scenarios`, three scenarios per matrix
+case chosen to make each check bite (small gradients where eps matters, two
+param groups, a gradient that is None on some steps, a NaN, an lr change, a
+transposed and a strided gradient; a 120-step free run; the sign-test probe);
+``examples`` adds Hypothesis-drawn scenarios per case.  Every failing scenario
+comes with the one-line command that replays it (:func:`replay_command`).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from conformance.candidates import load_candidate
+from conformance.checks import CheckOutcome, run_checks
+from conformance.matrix import Case, cases
+from conformance.scenario import GroupSpec, ParamSpec, Scenario
+
+__all__ = [
+    "CandidateReport",
+    "ScenarioResult",
+    "check_candidate",
+    "probe_scenarios",
+    "replay_command",
+    "search_case",
+]
+
+DEFAULT_CANDIDATE = "lucid.optim:RMSprop"
+
+
+def replay_command(scenario: Scenario, optimizer: str | None = None) -> str:
+    """Return the shell command that runs exactly ``scenario`` again (against ``optimizer`` if given)."""
+    extra = "" if optimizer in (None, DEFAULT_CANDIDATE) else f" --optimizer {shlex.quote(optimizer)}"
+    return f"python -m conformance check --replay {scenario.to_id()}{extra}"
+
+
+def probe_scenarios(case: Case, seed: int = 0) -> list[Scenario]:
+    """Return the fixed battery of one case: a lockstep + state_dict probe, a free run and a sign probe."""
+    groups = (
+        GroupSpec(lr=1e-2, alpha=0.9, eps=1e-8, momentum=0.9, weight_decay=1e-2),
+        GroupSpec(lr=3e-3, alpha=0.75, eps=1e-6, momentum=0.5, weight_decay=1e-3),
+    )
+    lockstep = Scenario(
+        case=case.id,
+        groups=groups,
+        params=(
+            ParamSpec(shape=(37,), group=0, kind="normal", scale=1.0),
+            ParamSpec(shape=(5, 7), group=1, kind="normal", scale=1e-6, layout="transposed"),
+            ParamSpec(shape=(), group=0, kind="constant", scale=1.0, none_every=3),
+            ParamSpec(shape=(4, 9), group=1, kind="wide", scale=1.0, layout="strided", nonfinite="nan"),
+        ),
+        steps=12,
+        seed=seed,
+        lr_change=(6, 0.5),
+        label="probe",
+    )
+    freerun = Scenario(
+        case=case.id,
+        groups=groups,
+        params=(
+            ParamSpec(shape=(33,), group=0, kind="normal", scale=1.0),
+            ParamSpec(shape=(3, 5), group=1, kind="signflip", scale=1e-3),
+        ),
+        steps=120,
+        seed=seed + 1,
+        lr_change=(60, 0.3),
+        checks=("freerun",),
+        label="free run",
+    )
+    sign = Scenario(
+        case=case.id,
+        groups=(GroupSpec(lr=1e-3, alpha=0.9, eps=1e-8, momentum=0.9, weight_decay=1e-3),),
+        params=(ParamSpec(shape=(2048,), kind="wide"), ParamSpec(shape=(2048,), kind="normal")),
+        steps=8,
+        seed=seed + 2,
+        checks=("sign",),
+        label="sign probe",
+    )
+    return [lockstep, freerun, sign]
+
+
+@dataclass
+class ScenarioResult:
+    """The outcomes of every check on one scenario."""
+
+    scenario: Scenario
+    outcomes: list[CheckOutcome]
+
+    @property
+    def failed(self) -> list[CheckOutcome]:
+        """The outcomes that failed."""
+        return [o for o in self.outcomes if not o.passed]
+
+
+@dataclass
+class CandidateReport:
+    """Everything :func:`check_candidate` ran."""
+
+    optimizer: str
+    results: list[ScenarioResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check on every scenario passed."""
+        return not any(r.failed for r in self.results)
+
+    @property
+    def caught_by(self) -> set[str]:
+        """Names of the checks that failed somewhere."""
+        return {o.check for r in self.results for o in r.failed}
+
+    def failure_lines(self) -> list[str]:
+        """One block per failing scenario: case, failing checks with verdicts, and the replay command."""
+        lines = []
+        for r in self.results:
+            if r.failed:
+                lines.append(f"{r.scenario.case} [{r.scenario.label or 'example'}]")
+                lines += [f"  {o}" for o in r.failed]
+                lines.append(f"  replay: {replay_command(r.scenario, self.optimizer)}")
+        return lines
+
+
+def search_case(
+    case: Case,
+    check: Callable[[Scenario], list[CheckOutcome]],
+    *,
+    examples: int,
+    seed: int = 0,
+) -> Scenario | None:
+    """Let Hypothesis look for a scenario of ``case`` on which ``check`` fails; return the shrunk one, or None."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hypothesis_seed
+
+    from conformance.strategies import scenarios
+
+    found: list[Scenario] = []
+
+    @hypothesis_seed(seed)
+    @settings(
+        max_examples=examples, database=None, deadline=None, suppress_health_check=list(HealthCheck), print_blob=False
+    )
+    @given(scenarios(case))
+    def search(scenario: Scenario) -> None:
+        if any(not o.passed for o in check(scenario)):
+            found.append(scenario)
+            raise AssertionError(scenario.to_id())
+
+    try:
+        search()
+    except AssertionError:
+        return found[-1]
+    return None
+
+
+def check_candidate(
+    optimizer: str | type,
+    *,
+    device: str = "cpu",
+    case_filter: str = "",
+    examples: int = 0,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    selected: Iterable[Case] | None = None,
+) -> CandidateReport:
+    """Run the harness against ``optimizer`` (a class or ``"package.module:Class"``).
+
+    Parameters
+    ----------
+    optimizer : type or str
+        The candidate class, or its import path.
+    device : {"cpu", "cuda"}
+        The cases to run (cuda raises :class:`~conformance.checks.DeviceUnavailableError` without a GPU).
+    case_filter : str
+        Only cases whose id contains this text.
+    examples : int
+        Hypothesis-drawn scenarios per case, after the probes (0: probes only).
+    seed : int
+        Seed of the probes' streams and of the Hypothesis search.
+    progress : callable, optional
+        Called with one line per finished case.
+    selected : iterable of Case, optional
+        Run exactly these cases (overrides ``device`` and ``case_filter``).
+    """
+    name = optimizer if isinstance(optimizer, str) else f"{optimizer.__module__}:{optimizer.__qualname__}"
+    cls = load_candidate(optimizer) if isinstance(optimizer, str) else optimizer
+    report = CandidateReport(name)
+    chosen = list(selected) if selected is not None else [c for c in cases(device) if case_filter in c.id]
+    for case in chosen:
+        for scenario in probe_scenarios(case, seed):
+            report.results.append(ScenarioResult(scenario, run_checks(scenario, cls)))
+        if examples:
+            bad = search_case(case, lambda s: run_checks(s, cls), examples=examples, seed=seed)
+            if bad is not None:
+                report.results.append(ScenarioResult(bad, run_checks(bad, cls)))
+        if progress is not None:
+            failed = sum(1 for r in report.results if r.scenario.case == case.id and r.failed)
+            progress(f"{case.id}: {'ok' if not failed else f'{failed} scenario(s) FAIL'}")
+    return report
