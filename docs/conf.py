@@ -7,6 +7,7 @@ measured at build time by ``scripts/textbook_vs_torch.py``.
 
 from __future__ import annotations
 
+import doctest
 import sys
 from pathlib import Path
 
@@ -46,6 +47,14 @@ autodoc_typehints_format = "short"
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_ivar = True
+# "dtype" in a Parameters section means NumPy's, not one of the dtype
+# properties documented here (an ambiguous reference is a warning).
+napoleon_preprocess_types = True
+napoleon_type_aliases = {"dtype": "numpy.dtype", "ndarray": "numpy.ndarray"}
+
+# Sphinx's default also sets IGNORE_EXCEPTION_DETAIL; without it, the error
+# messages the pages show are checked too.
+doctest_default_flags = doctest.ELLIPSIS | doctest.DONT_ACCEPT_TRUE_FOR_1
 
 doctest_global_setup = """
 import numpy as np
