@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from conformance.commands import run
+from conformance.commands import check, compare, merge, run
 
 __all__ = ["main"]
 
 #: One module per subcommand, each with ``register(subparsers)``.
-COMMANDS = (run,)
+COMMANDS = (run, compare, merge, check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

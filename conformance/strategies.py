@@ -67,8 +67,20 @@ def param_specs(n_groups: int, max_side: int = 48) -> st.SearchStrategy[ParamSpe
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, case: Case, *, min_steps: int = 2, max_steps: int = 12, max_side: int = 48) -> Scenario:
-    """Draw a scenario of ``case``: groups, parameters, streams, steps and an lr change."""
+def scenarios(
+    draw: st.DrawFn,
+    case: Case,
+    *,
+    min_steps: int = 2,
+    max_steps: int = 12,
+    max_side: int = 48,
+    checks: tuple[str, ...] = ("lockstep", "state_dict"),
+) -> Scenario:
+    """Draw a scenario of ``case``: groups, parameters, streams, steps and an lr change.
+
+    ``checks`` names the check families the scenario runs
+    (:data:`conformance.checks.FAMILIES`).
+    """
     n_groups = draw(st.integers(1, MAX_GROUPS))
     groups = tuple(draw(group_specs()) for _ in range(n_groups))
     n_params = draw(st.integers(n_groups, n_groups + 2))
@@ -78,4 +90,12 @@ def scenarios(draw: st.DrawFn, case: Case, *, min_steps: int = 2, max_steps: int
     steps = draw(st.integers(min_steps, max_steps))
     lr_change = draw(st.none() | st.tuples(st.integers(1, steps - 1), st.floats(-1, 1).map(lambda e: float(10.0**e))))
     seed = draw(st.integers(0, 2**32 - 1))
-    return Scenario(case=case.id, groups=groups, params=tuple(params), steps=steps, seed=seed, lr_change=lr_change)
+    return Scenario(
+        case=case.id,
+        groups=groups,
+        params=tuple(params),
+        steps=steps,
+        seed=seed,
+        lr_change=lr_change,
+        checks=checks,
+    )

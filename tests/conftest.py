@@ -16,6 +16,16 @@ settings.register_profile("thorough", max_examples=1000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _bitwise: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+_examples: dict[str, int] = {}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--require-cuda",
+        action="store_true",
+        help="fail, instead of skip, the conformance cases that need a CUDA device when none is present "
+        "(also LUCID_REQUIRE_CUDA=1)",
+    )
 
 
 _bad_inputs = [0, 0]  # tried, handled as required (tests/reliability)
@@ -33,6 +43,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         if name == "bad_inputs":
             _bad_inputs[0] += value[0]
             _bad_inputs[1] += value[1]
+        if name == "conformance_examples":
+            _examples[report.nodeid] = value
         if name == "bitwise":
             dtype, equal, total = value
             _bitwise[dtype][0] += equal
@@ -40,6 +52,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _examples:
+        ran = [n for n in _examples.values() if n]
+        terminalreporter.section("conformance: cases and examples")
+        terminalreporter.write_line(
+            f"{len(ran)} Hypothesis-driven case tests ran {sum(ran)} examples "
+            f"(Hypothesis profile {os.environ.get('HYPOTHESIS_PROFILE', 'ci')})"
+        )
     if _bad_inputs[0]:
         terminalreporter.section("reliability: bad inputs handled as required")
         tried, handled = _bad_inputs

@@ -1,0 +1,75 @@
+"""The whole case matrix against honest Lucid: Hypothesis-drawn scenarios and the fixed probes.
+
+Each matrix case (flags x dtype x device x torch implementation, from
+``conformance.matrix``) runs:
+
+* ``test_drawn_scenarios``: Hypothesis draws groups, hyperparameters and gradient
+  streams (``conformance.strategies``); lockstep, NaN/Inf positions, dtypes and
+  the four state_dict round trips must hold on every example;
+* ``test_free_running``: 100-150 step free runs within the derived bound;
+* ``test_probes``: the fixed battery ``python -m conformance check`` runs,
+  including the sign test.
+
+A failure prints the one-line command that replays exactly that scenario.
+"""
+
+from __future__ import annotations
+
+import pytest
+from gating import gate_device, seeded
+from hypothesis import HealthCheck, given, settings
+
+from conformance.checks import FREE_RUN_MIN_STEPS, run_checks
+from conformance.harness import probe_scenarios, replay_command
+from conformance.matrix import cases
+from conformance.scenario import Scenario
+from conformance.strategies import scenarios
+
+CASES = cases()
+#: Free runs cost ~10x a lockstep example; a tenth as many keeps the suite inside its budget.
+FREE_RUN_EXAMPLES = max(2, settings.default.max_examples // 10)
+SLOW_OK = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _assert_passes(scenario: Scenario) -> None:
+    failed = [o for o in run_checks(scenario) if not o.passed]
+    assert not failed, "\n".join(map(str, failed)) + f"\nreplay: {replay_command(scenario)}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_drawn_scenarios(case, request, count_examples) -> None:
+    gate_device(case, request.config)
+
+    @seeded
+    @SLOW_OK
+    @given(scenarios(case))
+    def check(scenario: Scenario) -> None:
+        count_examples()
+        _assert_passes(scenario)
+
+    check()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_free_running(case, request, count_examples) -> None:
+    gate_device(case, request.config)
+
+    @seeded
+    @settings(SLOW_OK, max_examples=FREE_RUN_EXAMPLES)
+    @given(
+        scenarios(
+            case, min_steps=FREE_RUN_MIN_STEPS, max_steps=FREE_RUN_MIN_STEPS + 50, max_side=16, checks=("freerun",)
+        )
+    )
+    def check(scenario: Scenario) -> None:
+        count_examples()
+        _assert_passes(scenario)
+
+    check()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_probes(case, request) -> None:
+    gate_device(case, request.config)
+    for scenario in probe_scenarios(case):
+        _assert_passes(scenario)
