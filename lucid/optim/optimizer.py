@@ -21,7 +21,7 @@ import numpy as np
 
 from lucid.tensor import Tensor
 
-__all__ = ["Optimizer", "ParamGroup", "StateDict"]
+__all__ = ["Optimizer", "ParamGroup", "StateDict", "split_state_dict"]
 
 ParamGroup = dict[str, Any]
 StateDict = dict[str, Any]
@@ -39,6 +39,32 @@ def _describe(value: Any) -> str:
         return f"{type(value).__name__}(shape={value.shape}, dtype={value.dtype})"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def split_state_dict(state_dict: Any) -> tuple[list[Any] | tuple[Any, ...], Mapping[Any, Any]]:
+    """Check a state_dict's top level; return its ``param_groups`` and ``state``.
+
+    Raises
+    ------
+    TypeError, KeyError
+        Not a dict, keys other than exactly ``state`` and ``param_groups``, a
+        ``param_groups`` that is not a list or a ``state`` that is not a dict.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a dict, got {_describe(state_dict)}")
+    keys = set(state_dict)
+    if keys != {"state", "param_groups"}:
+        missing = ", ".join(sorted(map(repr, {"state", "param_groups"} - keys))) or "none"
+        extra = ", ".join(sorted(map(repr, keys - {"state", "param_groups"}))) or "none"
+        raise KeyError(
+            f"state_dict must have exactly the keys 'state' and 'param_groups'; missing: {missing}; unexpected: {extra}"
+        )
+    saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+    if not isinstance(saved_groups, (list, tuple)):
+        raise TypeError(f"state_dict['param_groups'] must be a list, got {_describe(saved_groups)}")
+    if not isinstance(saved_state, Mapping):
+        raise TypeError(f"state_dict['state'] must be a dict, got {_describe(saved_state)}")
+    return saved_groups, saved_state
 
 
 class Optimizer(abc.ABC):
@@ -219,21 +245,7 @@ class Optimizer(abc.ABC):
             When anything in ``state_dict`` is malformed.  The optimizer is then
             exactly as it was: nothing is applied until everything is checked.
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a dict, got {_describe(state_dict)}")
-        keys = set(state_dict)
-        if keys != {"state", "param_groups"}:
-            missing = ", ".join(sorted(map(repr, {"state", "param_groups"} - keys))) or "none"
-            extra = ", ".join(sorted(map(repr, keys - {"state", "param_groups"}))) or "none"
-            raise KeyError(
-                "state_dict must have exactly the keys 'state' and 'param_groups'; "
-                f"missing: {missing}; unexpected: {extra}"
-            )
-        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
-        if not isinstance(saved_groups, (list, tuple)):
-            raise TypeError(f"state_dict['param_groups'] must be a list, got {_describe(saved_groups)}")
-        if not isinstance(saved_state, Mapping):
-            raise TypeError(f"state_dict['state'] must be a dict, got {_describe(saved_state)}")
+        saved_groups, saved_state = split_state_dict(state_dict)
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
                 f"state_dict has {len(saved_groups)} parameter groups, this optimizer has {len(self.param_groups)}"
