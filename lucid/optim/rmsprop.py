@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from lucid._grad_mode import enable_grad
-from lucid.optim.functional import rmsprop_update
+from lucid.optim._fast import FastStep, resolve_num_threads
 from lucid.optim.optimizer import Optimizer, ParamGroup, _describe
 from lucid.tensor import Tensor
 
@@ -239,6 +239,11 @@ class RMSprop(Optimizer):
             state["grad_avg"] = np.zeros_like(param.data)
         return state
 
+    #: Threads for :meth:`step`: an int >= 1, or None for ``$LUCID_NUM_THREADS``, else the CPUs
+    #: available (at most 8).  Set it on the class or on one optimizer (``opt.num_threads = 1``);
+    #: the results do not depend on it, bit for bit.
+    num_threads: int | None = None
+
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter whose ``.grad`` is not None.
 
@@ -264,21 +269,14 @@ class RMSprop(Optimizer):
             for pi, param in enumerate(group["params"]):
                 if param.grad is not None:
                     work.append((group, param, self._checked_grad(param, f"param_groups[{gi}]['params'][{pi}]")))
+        threads = resolve_num_threads(self.num_threads)  # a bad count is refused before anything changes
+        updates = []
         for group, param, grad in work:
             state = self._state_for(param, group)
             state["step"] += 1.0
-            rmsprop_update(  # complex parameters too: see rmsprop_update
-                param.data,
-                grad,
-                state["square_avg"],
-                state.get("grad_avg") if group["centered"] else None,
-                state.get("momentum_buffer") if group["momentum"] > 0 else None,
-                lr=group["lr"],
-                alpha=group["alpha"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                momentum=group["momentum"],
-                centered=group["centered"],
-                maximize=group["maximize"],
-            )
+            updates.append((group, param, grad, state))
+        # rmsprop_update's bits, blocked, in place and threaded (complex and strided: rmsprop_update itself)
+        if self.__dict__.get("_fast_step") is None:
+            self._fast_step = FastStep()
+        self._fast_step.run(updates, threads)
         return loss

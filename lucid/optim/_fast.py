@@ -1,0 +1,560 @@
+"""The fast RMSprop step: the reference formula on cache-sized blocks, in place, on a few threads.
+
+:func:`lucid.optim.functional.rmsprop_update` is the readable reference.  This
+module computes *the same bits* with less memory traffic:
+
+* every operation writes into preallocated scratch with ``out=`` (no
+  temporaries proportional to the parameter);
+* parameters are cut into blocks that fit the L2 cache together with their
+  scratch, so each element is read from and written to main memory once;
+* blocks are shared among a small thread pool (NumPy releases the GIL inside
+  ufunc loops);
+* many small parameters are gathered into one flat array per parameter group,
+  and their state lives in flat arrays that ``state[p][...]`` views, so a model
+  with a thousand tiny tensors costs a handful of ufunc calls, not thousands;
+* float32's fused multiply-add, emulated in the reference by a float64 sum
+  rounded to odd, is computed as a plain float64 sum; the few elements where
+  rounding to odd could matter are found with a bit mask and recomputed by the
+  reference :func:`lucid._fma.fma` (the argument is at :func:`_fma32_into`).
+
+The formula is in one place, :func:`_update_block`, line by line beside the
+reference's.  Complex and non-contiguous parameters take the reference path.
+
+Thread count: ``RMSprop.num_threads`` (attribute or ``num_threads=`` on the
+instance), else the environment variable ``LUCID_NUM_THREADS``, else the
+number of CPUs this process may run on, at most :data:`MAX_DEFAULT_THREADS`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lucid._fma import fma as reference_fma
+from lucid.optim.functional import rmsprop_update
+
+__all__ = ["MAX_DEFAULT_THREADS", "FastStep", "resolve_num_threads"]
+
+#: Elements per block.  A float32 block uses ~3 float32 + 1 float64 + 1 int64
+#: scratch arrays plus up to 5 data slices, ~0.7 MiB at 16384: inside a 1 MiB
+#: L2.  float64's exact FMA needs 7 more float64 buffers, hence smaller blocks.
+BLOCK = {np.dtype(np.float32): 16384, np.dtype(np.float64): 8192}
+#: Parameters with fewer elements than this are updated together from flat storage.
+SMALL = 8192
+#: A step with fewer elements than this runs in the calling thread only.
+PARALLEL_MIN = 1 << 17
+#: The default thread count is the CPUs available, capped here.
+MAX_DEFAULT_THREADS = 8
+#: The environment variable that sets the thread count.
+THREADS_ENV = "LUCID_NUM_THREADS"
+
+_BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")
+
+
+def resolve_num_threads(requested: int | None) -> int:
+    """Return the thread count: ``requested``, else ``$LUCID_NUM_THREADS``, else the CPUs available.
+
+    Raises
+    ------
+    ValueError
+        If the value is not an integer >= 1 (naming where it came from).
+    """
+    where = "num_threads"
+    if requested is None and os.environ.get(THREADS_ENV):
+        where, requested = THREADS_ENV, os.environ[THREADS_ENV]  # type: ignore[assignment]
+    if requested is None:
+        available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, min(available, MAX_DEFAULT_THREADS))
+    try:
+        n = int(requested)
+        ok = n >= 1 and not isinstance(requested, (bool, float)) and str(requested).strip() == str(n)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{where} must be an integer >= 1, got {requested!r}")
+    return n
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _pools_lock:
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="lucid-rmsprop")
+        return _pools[workers]
+
+
+# --------------------------------------------------------------------------- hyperparameters
+@dataclass(frozen=True)
+class _Hyper:
+    """A group's hyperparameters as scalars of the array dtype, as the reference converts them."""
+
+    neg_lr: np.floating
+    alpha: np.floating
+    one_minus_alpha: np.floating
+    eps: np.floating
+    weight_decay: np.floating
+    momentum: np.floating
+    lerp_w: np.floating  # lerp weight 1 - alpha, for fma(w, diff, start)
+    lerp_1mw: np.floating  # 1 - w in the dtype, for fma(-diff, 1 - w, end)
+    lerp_small: bool  # torch's lerp branch: w < 0.5
+    decay: bool
+    centered: bool
+    has_momentum: bool
+    maximize: bool
+
+    @classmethod
+    def of(cls, group: dict[str, Any], dtype: np.dtype[Any]) -> _Hyper:
+        t = dtype.type
+        w = 1 - group["alpha"]
+        return cls(
+            neg_lr=t(-group["lr"]),
+            alpha=t(group["alpha"]),
+            one_minus_alpha=t(1 - group["alpha"]),
+            eps=t(group["eps"]),
+            weight_decay=t(group["weight_decay"]),
+            momentum=t(group["momentum"]),
+            lerp_w=t(w),
+            lerp_1mw=t(1) - t(w),
+            lerp_small=w < 0.5,
+            decay=group["weight_decay"] != 0,
+            centered=bool(group["centered"]),
+            has_momentum=group["momentum"] > 0,
+            maximize=bool(group["maximize"]),
+        )
+
+
+# --------------------------------------------------------------------------- scratch
+class _Scratch:
+    """One thread's preallocated work arrays for one dtype, ``size`` elements each."""
+
+    def __init__(self, dtype: np.dtype[Any], size: int, arrays: dict[str, NDArray[Any]] | None = None) -> None:
+        self.dtype = dtype
+        self.size = size
+        if arrays is None:
+            wide = 2 if dtype == np.float32 else 7
+            arrays = {name: np.empty(size, dtype) for name in ("g", "a", "b")}
+            arrays |= {f"w{i}": np.empty(size, np.float64) for i in range(wide)}
+            arrays |= {"key": np.empty(size, np.int64), "m0": np.empty(size, bool), "m1": np.empty(size, bool)}
+        self.arrays = arrays
+        self.__dict__.update(arrays)
+        self.fma: Callable[..., NDArray[Any]] = partial(_fma32_into if dtype == np.float32 else _fma64_into, s=self)
+
+    def first(self, n: int) -> _Scratch:
+        """Return this scratch cut to ``n`` elements (for a short last block)."""
+        if n == self.size:
+            return self
+        return _Scratch(self.dtype, n, {k: v[:n] for k, v in self.arrays.items()})
+
+
+def _wide(x: Any, buf: NDArray[np.float64]) -> Any:
+    """``x`` as float64: cast into ``buf`` (no buffered casting inside ufuncs), or a scalar."""
+    if isinstance(x, np.ndarray):
+        np.copyto(buf, x)
+        return buf
+    return np.float64(x)
+
+
+def _take(x: Any, idx: NDArray[np.intp]) -> Any:
+    return x[idx] if isinstance(x, np.ndarray) else x
+
+
+def _fix_with_reference(out: NDArray[Any], fix: tuple[NDArray[np.intp], NDArray[Any]] | None) -> None:
+    if fix is not None:
+        out[fix[0]] = fix[1]
+
+
+# float64 significand bits below float32's rounding position (52 - 23 = 29)
+_LOW28 = np.int64((1 << 28) - 1)
+_LOW29 = np.int64((1 << 29) - 1)
+_HALF29 = np.int64(1 << 28)
+_FLT_MIN = np.float64(2.0**-126)
+
+
+#: Up to this many elements of a block are fixed one by one in Python floats.
+_FEW = 16
+
+
+def _fma32_one(a: float, b: float, c: float) -> float:
+    """``RN32(RO64(a*b + c))`` for one element: :func:`lucid._fma.fma`'s float32 steps on Python floats.
+
+    Python floats are IEEE float64 rounded to nearest, so each operation is the
+    reference's: the exact product, TwoSum, the move to the odd neighbour.
+    """
+    x = a * b  # exact
+    s = x + c
+    bp = s - x
+    err = (x - (s - bp)) + (c - bp)
+    if err != 0 and math.isfinite(s) and not struct.unpack("<q", struct.pack("<d", s))[0] & 1:
+        s = math.nextafter(s, math.copysign(math.inf, err))
+    return s  # rounded to float32 by the caller's np.array(..., float32)
+
+
+def _fma32_into(out: NDArray[np.float32], a: Any, b: Any, c: Any, s: _Scratch) -> NDArray[np.float32]:
+    """``out = fma(a, b, c)`` for float32, equal bit for bit to :func:`lucid._fma.fma`.
+
+    The reference computes ``RN32(RO64(a*b + c))``: ``a*b`` is exact in float64,
+    the sum is rounded to odd, then to float32.  Here ``s = RN64(a*b + c)`` and
+    ``out = RN32(s)``, which is the same except at a few elements, found as follows.
+
+    Let ``x = a*b + c`` exactly and ``s' = RO64(x)``.  ``s' != s`` only when
+    ``x`` is inexact and ``s`` is even; then ``s'`` is the float64 neighbour of
+    ``s`` on ``x``'s side.  ``RN32(s) != RN32(s')`` needs a float32 rounding
+    boundary (a midpoint between two float32 numbers; the overflow threshold
+    ``2**128 - 2**103`` is one too) at ``s`` or ``s'``, or strictly between
+    them.  Every such midpoint is a float64 number, and ``s``, ``s'`` are
+    adjacent float64 numbers, so nothing lies strictly between; ``s'`` is odd
+    while a midpoint has at least 28 trailing zero significand bits, so the
+    midpoint can only be ``s`` itself.  A float32 midpoint, viewed as float64,
+    has low 29 significand bits ``1 << 28`` in float32's normal range
+    (``|s| >= 2**-126``), and low 29 bits zero below it (the midpoints are odd
+    multiples of ``2**-150`` there).  So only elements whose low 28 bits are all
+    zero can differ (a cheap superset of both cases, tested on every element);
+    among those, the ones with low 29 bits ``1 << 28`` or ``|s| < 2**-126`` are
+    recomputed with the reference itself, which is elementwise.  ``s`` = 0, inf
+    and NaN need no fix (a float64 sum of float32-range numbers is exact when it
+    is zero; inf and NaN are unchanged by rounding to odd in the reference).
+    """
+    wide, key = s.w0, s.key
+    np.multiply(_wide(a, wide), _wide(b, s.w1), out=wide)  # exact: 24 + 24 significand bits < 53
+    np.add(wide, _wide(c, s.w1), out=wide)  # RN64(a*b + c)
+    np.bitwise_and(wide.view(np.int64), _LOW28, out=key)
+    fix = None
+    if np.count_nonzero(key) < key.size:  # some low 28 bits all zero: look closer at those
+        idx = np.flatnonzero(key == 0)
+        bits = wide.view(np.int64)[idx]
+        idx = idx[((bits & _LOW29) == _HALF29) | (np.abs(wide[idx]) < _FLT_MIN)]
+        if idx.size:  # gathered before ``out`` is written: it may alias a or c
+            a_, b_, c_ = _take(a, idx), _take(b, idx), _take(c, idx)
+            if idx.size > _FEW:
+                fix = (idx, reference_fma(a_, b_, c_))
+            else:  # the reference's float32 arithmetic on Python floats: no per-call array overhead
+                a_, b_, c_ = (np.broadcast_to(x, idx.shape).tolist() for x in (a_, b_, c_))
+                fix = (idx, np.array([_fma32_one(*abc) for abc in zip(a_, b_, c_)], np.float32))
+    np.copyto(out, wide, casting="same_kind")  # RN32
+    _fix_with_reference(out, fix)
+    return out
+
+
+_SPLITTER = np.float64(2.0**27 + 1.0)  # Veltkamp's constant, as in lucid._fma
+
+
+def _split(x: Any, hi: NDArray[np.float64], lo: NDArray[np.float64], tmp: NDArray[np.float64]) -> tuple[Any, Any]:
+    """Veltkamp's split ``x = hi + lo``, the reference's operations in the same order."""
+    if not isinstance(x, np.ndarray):  # a scalar operand: split once, same IEEE operations
+        t = _SPLITTER * x
+        h = t - (t - x)
+        return h, x - h
+    np.multiply(x, _SPLITTER, out=tmp)  # ta = S * a
+    np.subtract(tmp, x, out=hi)  # ta - a
+    np.subtract(tmp, hi, out=hi)  # ah = ta - (ta - a)
+    np.subtract(x, hi, out=lo)  # al = a - ah
+    return hi, lo
+
+
+def _fma64_into(out: NDArray[np.float64], a: Any, b: Any, c: Any, s: _Scratch) -> NDArray[np.float64]:
+    """``out = fma(a, b, c)`` for float64: :func:`lucid._fma.fma`'s operations, in place.
+
+    Dekker's TwoProduct, Knuth's TwoSum twice and rounding to odd, each IEEE
+    operation the reference performs, in the same order, into scratch; elements
+    whose result is not finite are recomputed by the reference (which then uses
+    exact arithmetic).  Same operations on the same inputs: the same bits.
+    """
+    p, t, ah, al, bh, bl, e = s.w0, s.w1, s.w2, s.w3, s.w4, s.w5, s.w6
+    np.multiply(a, b, out=p)  # uh = fl(a*b)
+    ah_, al_ = _split(a, ah, al, t)
+    bh_, bl_ = _split(b, bh, bl, t)
+    np.multiply(ah_, bh_, out=e)  # ul = ((ah*bh - p) + ah*bl + al*bh) + al*bl
+    np.subtract(e, p, out=e)
+    np.multiply(ah_, bl_, out=t)
+    np.add(e, t, out=e)
+    np.multiply(al_, bh_, out=t)
+    np.add(e, t, out=e)
+    np.multiply(al_, bl_, out=t)
+    np.add(e, t, out=e)
+    th, bp, tl, v = ah, al, bh, bl  # the split halves are no longer needed
+    np.add(c, p, out=th)  # th, tl = TwoSum(c, uh): s = c + uh
+    np.subtract(th, c, out=bp)  # bp = s - c
+    np.subtract(th, bp, out=t)
+    np.subtract(c, t, out=t)  # c - (s - bp)
+    np.subtract(p, bp, out=tl)  # uh - bp
+    np.add(t, tl, out=tl)
+    np.add(tl, e, out=v)  # v = RO(TwoSum(tl, ul))
+    np.subtract(v, tl, out=bp)
+    np.subtract(v, bp, out=t)
+    np.subtract(tl, t, out=t)  # tl - (s - bp)
+    np.subtract(e, bp, out=e)  # ul - bp
+    np.add(t, e, out=e)  # the remainder of v
+    move, finite = s.m0, s.m1
+    np.not_equal(e, 0, out=move)  # inexact ...
+    np.isfinite(v, out=finite)
+    np.logical_and(move, finite, out=move)
+    np.bitwise_and(v.view(np.int64), 1, out=s.key)
+    np.equal(s.key, 0, out=finite)  # ... and even: move to the odd neighbour on the remainder's side
+    np.logical_and(move, finite, out=move)
+    if move.any():
+        np.copysign(np.inf, e, out=t)
+        np.nextafter(v, t, out=v, where=move)
+    np.add(th, v, out=th)  # RN(th + RO(tl + ul))
+    np.isfinite(th, out=finite)
+    fix = None
+    if not finite.all():
+        idx = np.flatnonzero(~finite)
+        fix = (idx, reference_fma(_take(a, idx), _take(b, idx), _take(c, idx)))
+    np.copyto(out, th)
+    _fix_with_reference(out, fix)
+    return out
+
+
+# --------------------------------------------------------------------------- the formula
+def _update_block(
+    p: NDArray[Any],
+    grad: NDArray[Any],
+    sq: NDArray[Any],
+    ga: NDArray[Any] | None,
+    buf: NDArray[Any] | None,
+    h: _Hyper,
+    s: _Scratch,
+) -> None:
+    """One RMSprop step on 1-D contiguous slices: :func:`lucid.optim.functional._update`, in place.
+
+    Each statement is the reference's statement (quoted on the right) with its
+    result written into scratch or into the state; ``fma(out, a, b, c)`` is
+    ``out = a*b + c`` rounded once, as the reference's ``fma(a, b, c)``.
+    """
+    fma = s.fma
+    g = np.negative(grad, out=s.g) if h.maximize else grad  # g = -grad if maximize else grad
+    if h.decay:
+        g = fma(s.g, p, h.weight_decay, g)  # g = fma(param, t(weight_decay), g)
+    np.multiply(g, h.one_minus_alpha, out=s.a)
+    np.multiply(sq, h.alpha, out=s.b)
+    fma(sq, s.a, g, s.b)  # square_avg = fma(t(1 - alpha) * g, g, square_avg * t(alpha))
+    if h.centered:
+        assert ga is not None
+        diff = np.subtract(g, ga, out=s.a)  # grad_avg = _lerp(grad_avg, g, 1 - alpha):
+        if h.lerp_small:
+            fma(ga, h.lerp_w, diff, ga)  # fma(t(w), g - grad_avg, grad_avg)
+        else:
+            fma(ga, np.negative(diff, out=diff), h.lerp_1mw, g)  # fma(-(g - grad_avg), t(1) - t(w), g)
+        avg = fma(s.a, np.negative(ga, out=s.b), ga, sq)  # avg = sqrt(fma(-grad_avg, grad_avg, square_avg))
+        np.sqrt(avg, out=avg)
+    else:
+        avg = np.sqrt(sq, out=s.a)  # avg = sqrt(square_avg)
+    np.add(avg, h.eps, out=avg)  # avg = avg + t(eps)
+    if h.has_momentum:
+        assert buf is not None
+        np.multiply(buf, h.momentum, out=buf)
+        np.add(buf, np.divide(g, avg, out=s.b), out=buf)  # buf = buf * t(momentum) + g / avg
+        fma(p, buf, h.neg_lr, p)  # param = fma(buf, t(-lr), param)
+    else:
+        np.multiply(g, h.neg_lr, out=s.b)
+        np.add(p, np.divide(s.b, avg, out=s.b), out=p)  # param = param + (t(-lr) * g) / avg
+
+
+# --------------------------------------------------------------------------- scheduling
+@dataclass
+class _Job:
+    """Five 1-D contiguous arrays (param, grad, square_avg, grad_avg, momentum_buffer) and their hyperparameters."""
+
+    arrays: tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any] | None, NDArray[Any] | None]
+    hyper: _Hyper
+
+    @property
+    def size(self) -> int:
+        return self.arrays[0].size
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.arrays[0].dtype
+
+
+def _flat(x: NDArray[Any] | None) -> NDArray[Any] | None:
+    return None if x is None else x.reshape(-1)  # a view: callers pass C-contiguous arrays
+
+
+class _FlatPack:
+    """Flat storage for one group's small parameters of one dtype.
+
+    ``state[p][name]`` of every member is a view of ``flat[name]``; the
+    parameters and gradients are gathered into ``flat`` before the update and
+    the parameters scattered back after it.  The pack is rebuilt (its only
+    allocation) when the members or their state arrays are not the ones it
+    holds: after ``load_state_dict``, a change of flags, or a changed set of
+    parameters with gradients.
+    """
+
+    def __init__(self, params: Sequence[Any], states: Sequence[dict[str, Any]], names: Sequence[str]) -> None:
+        dtype = params[0].data.dtype
+        total = sum(p.data.size for p in params)
+        self.params = list(params)
+        self.names = tuple(names)
+        self.flat = {name: np.empty(total, dtype) for name in ("param", "grad", *names)}
+        self.views: dict[str, list[NDArray[Any]]] = {}
+        for name, flat in self.flat.items():
+            offsets = np.cumsum([0] + [p.data.size for p in params])
+            self.views[name] = [flat[o : o + p.data.size].reshape(p.data.shape) for o, p in zip(offsets, params)]
+        for name in names:
+            for state, view in zip(states, self.views[name]):
+                np.copyto(view, state[name])
+                state[name] = view
+
+    def matches(self, params: Sequence[Any], states: Sequence[dict[str, Any]], names: Sequence[str]) -> bool:
+        if tuple(names) != self.names or len(params) != len(self.params):
+            return False
+        if any(a is not b for a, b in zip(params, self.params)):
+            return False
+        return all(state[name] is view for name in names for state, view in zip(states, self.views[name]))
+
+    def gather(self, params: Sequence[Any], grads: Sequence[NDArray[Any]]) -> None:
+        np.concatenate([p.data for p in params], axis=None, out=self.flat["param"])
+        np.concatenate(grads, axis=None, out=self.flat["grad"])
+
+    def scatter(self, params: Sequence[Any]) -> None:
+        for p, view in zip(params, self.views["param"]):
+            np.copyto(p.data, view)
+
+    def arrays(self) -> tuple[Any, ...]:
+        f = self.flat
+        return (f["param"], f["grad"], f["square_avg"], f.get("grad_avg"), f.get("momentum_buffer"))
+
+
+def _run_blocks(segments: Sequence[tuple[_Job, int, int]], scratch: dict[np.dtype[Any], _Scratch]) -> None:
+    """Update each ``(job, lo, hi)`` element range, one cache-sized block at a time."""
+    with np.errstate(all="ignore"):  # NaN and Inf propagate silently, as in the reference
+        for job, lo, hi in segments:
+            block, sc = BLOCK[job.dtype], scratch[job.dtype]
+            for start in range(lo, hi, block):
+                stop = min(start + block, hi)
+                p, g, sq, ga, buf = (None if x is None else x[start:stop] for x in job.arrays)
+                _update_block(p, g, sq, ga, buf, job.hyper, sc.first(stop - start))
+
+
+def _split_among(jobs: Sequence[_Job], threads: int) -> list[list[tuple[_Job, int, int]]]:
+    """Cut the jobs' elements, taken in order, into ``threads`` runs of about equal length."""
+    total = sum(job.size for job in jobs)
+    runs: list[list[tuple[_Job, int, int]]] = [[] for _ in range(threads)]
+    offset = 0
+    for job in jobs:
+        for k in range(threads):
+            lo = max(k * total // threads - offset, 0)
+            hi = min((k + 1) * total // threads - offset, job.size)
+            if lo < hi:
+                runs[k].append((job, lo, hi))
+        offset += job.size
+    return runs
+
+
+class FastStep:
+    """The fast step for one optimizer: its flat packs and each thread's scratch."""
+
+    def __init__(self) -> None:
+        self._packs: dict[tuple[int, np.dtype[Any]], _FlatPack] = {}
+        self._scratch: list[dict[np.dtype[Any], _Scratch]] = []
+
+    def _scratch_for(self, threads: int, dtypes: set[np.dtype[Any]]) -> list[dict[np.dtype[Any], _Scratch]]:
+        while len(self._scratch) < threads:
+            self._scratch.append({})
+        for per_thread in self._scratch[:threads]:
+            for dtype in dtypes:
+                if dtype not in per_thread:
+                    per_thread[dtype] = _Scratch(dtype, BLOCK[dtype])
+        return self._scratch[:threads]
+
+    def run(
+        self,
+        work: Sequence[tuple[dict[str, Any], Any, NDArray[Any], dict[str, Any]]],
+        num_threads: int,
+    ) -> None:
+        """Update every ``(group, param, grad, state)`` in ``work``; ``state["step"]`` is the caller's."""
+        jobs: list[_Job] = []
+        small: dict[tuple[int, np.dtype[Any]], list[tuple[Any, NDArray[Any], dict[str, Any]]]] = {}
+        hypers: dict[tuple[int, np.dtype[Any]], _Hyper] = {}
+        groups: dict[int, dict[str, Any]] = {}
+        for group, param, grad, state in work:
+            names = ["square_avg"]
+            names += ["grad_avg"] if group["centered"] else []
+            names += ["momentum_buffer"] if group["momentum"] > 0 else []
+            data = param.data
+            arrays = [data, grad, *(state[n] for n in names)]
+            if data.dtype not in BLOCK or not all(x.flags.c_contiguous for x in arrays):
+                rmsprop_update(  # complex or strided: the reference itself
+                    data,
+                    grad,
+                    state["square_avg"],
+                    state.get("grad_avg") if group["centered"] else None,
+                    state.get("momentum_buffer") if group["momentum"] > 0 else None,
+                    lr=group["lr"],
+                    alpha=group["alpha"],
+                    eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    momentum=group["momentum"],
+                    centered=group["centered"],
+                    maximize=group["maximize"],
+                )
+                continue
+            if data.size == 0:
+                continue
+            key = (id(group), data.dtype)
+            groups[id(group)] = group
+            if key not in hypers:
+                hypers[key] = _Hyper.of(group, data.dtype)
+            if data.size < SMALL:
+                small.setdefault(key, []).append((param, grad, state))
+                continue
+            ga = state["grad_avg"] if group["centered"] else None
+            buf = state["momentum_buffer"] if group["momentum"] > 0 else None
+            jobs.append(
+                _Job(
+                    (data.reshape(-1), grad.reshape(-1), state["square_avg"].reshape(-1), _flat(ga), _flat(buf)),
+                    hypers[key],
+                )
+            )
+
+        packs = []
+        for key, members in small.items():
+            group = groups[key[0]]
+            names = [
+                n
+                for n in _BUFFERS
+                if n == "square_avg"
+                or (n == "grad_avg" and group["centered"])
+                or (n == "momentum_buffer" and group["momentum"] > 0)
+            ]
+            params = [m[0] for m in members]
+            states = [m[2] for m in members]
+            pack = self._packs.get(key)
+            if pack is None or not pack.matches(params, states, names):
+                pack = self._packs[key] = _FlatPack(params, states, names)
+            pack.gather(params, [m[1] for m in members])
+            packs.append((pack, params))
+            jobs.append(_Job(pack.arrays(), hypers[key]))
+        for key in [k for k in self._packs if k not in small]:
+            del self._packs[key]  # unused this step: its views stay valid as state, the storage is theirs
+
+        self._run(jobs, num_threads)
+        for pack, params in packs:
+            pack.scatter(params)
+
+    def _run(self, jobs: Sequence[_Job], num_threads: int) -> None:
+        total = sum(job.size for job in jobs)
+        if total == 0:
+            return
+        threads = num_threads if total >= PARALLEL_MIN else 1
+        scratch = self._scratch_for(threads, {job.dtype for job in jobs})
+        runs = _split_among(jobs, threads)
+        futures = [_pool(threads - 1).submit(_run_blocks, run, sc) for run, sc in zip(runs[1:], scratch[1:])]
+        _run_blocks(runs[0], scratch[0])  # the calling thread takes the first run
+        for future in futures:
+            future.result()
