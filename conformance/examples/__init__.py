@@ -1,0 +1,1 @@
+"""Example candidates for ``python -m conformance run --optimizer module:Class``."""

@@ -1,0 +1,73 @@
+r"""The textbook RMSprop, as the seed document writes it and as early Lucid releases computed it.
+
+.. math::
+
+    E[g^2]_t = \alpha E[g^2]_{t-1} + (1-\alpha) g_t^2, \qquad
+    v_t = \mu v_{t-1} + \frac{\gamma\, g_t}{\sqrt{E[g^2]_t + \epsilon}}, \qquad
+    \theta_t = \theta_{t-1} - v_t
+
+(without momentum :math:`\theta_t = \theta_{t-1} - \gamma g_t / \sqrt{E[g^2]_t + \epsilon}`;
+centered: :math:`E[g^2]_t - E[g]_t^2` under the root).  Two departures from
+``torch.optim.RMSprop``: epsilon *inside* the square root, which changes the
+update by a relative :math:`\approx \epsilon / (2 E[g^2])` for large gradients
+and completely for gradients near :math:`\sqrt\epsilon` (1e-4 at the default
+1e-8) and below; and the learning rate *inside* the momentum buffer, which
+gives the same trajectory while the learning rate is constant but a buffer ``lr``
+times torch's, so it cannot be exchanged with torch's state.
+
+An example candidate for the drift report::
+
+    python -m conformance run --optimizer conformance.examples.textbook:TextbookRMSprop
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import lucid.optim
+
+__all__ = ["TextbookRMSprop"]
+
+
+class TextbookRMSprop(lucid.optim.RMSprop):
+    """RMSprop with epsilon inside the square root and the learning rate inside the momentum buffer.
+
+    Same constructor, state layout and validation as :class:`lucid.optim.RMSprop`;
+    only :meth:`step` differs.  Real parameters only.
+    """
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter whose ``.grad`` is not None with the textbook formula."""
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if np.iscomplexobj(param.data):
+                    raise TypeError("TextbookRMSprop handles real parameters only")
+                cast = param.data.dtype.type  # keep float32 in float32 (NEP 50)
+                state = self._state_for(param, group)
+                state["step"] += 1.0
+                g = -param.grad if group["maximize"] else param.grad
+                if group["weight_decay"] != 0:
+                    g = g + cast(group["weight_decay"]) * param.data
+                square_avg = state["square_avg"]
+                square_avg *= cast(group["alpha"])
+                square_avg += cast(1 - group["alpha"]) * g * g
+                mean_square = square_avg
+                if group["centered"]:
+                    grad_avg = state["grad_avg"]
+                    grad_avg *= cast(group["alpha"])
+                    grad_avg += cast(1 - group["alpha"]) * g
+                    mean_square = square_avg - grad_avg * grad_avg
+                step = cast(group["lr"]) * g / np.sqrt(mean_square + cast(group["eps"]))
+                if group["momentum"] > 0:
+                    buf = state["momentum_buffer"]
+                    buf *= cast(group["momentum"])
+                    buf += step
+                    step = buf
+                param.data -= step
+        return loss

@@ -1,0 +1,90 @@
+"""Assemble a drift result from measured cases, and merge shard results into one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from conformance.report.cases import Settings, Shard, build_cases
+from conformance.report.measure import ULP_BIN_EDGES, measure_case
+from conformance.report.schema import SCHEMA_NAME, SCHEMA_VERSION, environment
+
+__all__ = ["merge_results", "run_drift"]
+
+
+def run_drift(
+    settings: Settings,
+    optimizer_class: type,
+    candidate: str,
+    *,
+    shard: Shard | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Measure every case of ``settings`` (or one shard of them) and return the result document.
+
+    Parameters
+    ----------
+    settings : Settings
+        What to measure.
+    optimizer_class : type
+        The Lucid-interface optimizer under test.
+    candidate : str
+        Its ``module:Class`` name, recorded in the result.
+    shard : Shard, optional
+        Measure only this deterministic slice of the cases.
+    progress : bool
+        Show a progress bar (tqdm, on stderr, only when it is a terminal).
+    """
+    cases = build_cases(settings)
+    if shard is not None:
+        cases = shard.select(cases)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(cases, desc="drift", unit="case", disable=None, leave=False)
+    else:
+        iterator = cases
+    records = [measure_case(case, settings, optimizer_class) for case in iterator]
+    return {
+        "schema": SCHEMA_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "candidate": candidate,
+        "environment": environment(settings.devices),
+        "settings": settings.as_json(),
+        "shard": None if shard is None else shard.as_json(),
+        "ulp_bin_edges": list(ULP_BIN_EDGES),
+        "cases": records,
+    }
+
+
+def merge_results(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Join shard results into the result the unsharded run writes.
+
+    Raises
+    ------
+    ValueError
+        If the shards are not the complete, non-overlapping set ``1/N .. N/N`` of
+        one run (same candidate, settings and environment).
+    """
+    if not shards:
+        raise ValueError("merge needs at least one shard result")
+    first = shards[0]
+    for key in ("candidate", "settings", "environment", "ulp_bin_edges"):
+        for other in shards[1:]:
+            if other[key] != first[key]:
+                raise ValueError(f"shards differ in {key!r}: {first[key]!r} != {other[key]!r}")
+    specs = [s["shard"] for s in shards]
+    if any(spec is None for spec in specs):
+        raise ValueError("a result without a shard field is already complete; merge takes shards only")
+    counts = {spec["count"] for spec in specs}
+    if len(counts) != 1:
+        raise ValueError(f"shards come from different splits: counts {sorted(counts)}")
+    (count,) = counts
+    indices = sorted(spec["index"] for spec in specs)
+    if indices != list(range(1, count + 1)):
+        raise ValueError(f"need shards 1..{count} once each, got {indices}")
+    order = {case.id: i for i, case in enumerate(build_cases(Settings.from_json(first["settings"])))}
+    cases = sorted((case for s in shards for case in s["cases"]), key=lambda case: order[case["id"]])
+    if [c["id"] for c in cases] != list(order):
+        raise ValueError("the shards' cases are not exactly the run's cases")
+    return {**first, "shard": None, "cases": cases}

@@ -1,0 +1,209 @@
+"""Matplotlib figures of a drift result, rendered off-screen (Agg) to PNG bytes.
+
+``python -m conformance.report.figures OUT.png LABEL=RESULT.json ...`` draws
+the departure-against-gradient-scale figure of several results (the README's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from conformance.report.schema import atomic_write, load
+from conformance.report.summary import group_rows, scale_curve
+
+__all__ = ["departure_vs_scale", "error_vs_step", "heatmaps", "to_png", "ulp_histograms"]
+
+_DTYPES = ("float32", "float64")
+
+
+def to_png(fig: Figure) -> bytes:
+    """Render ``fig`` to PNG bytes (no software-version metadata) and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _u(dtype: str) -> float:
+    return float(np.finfo(dtype).eps) / 2
+
+
+def _dtypes(result: Mapping[str, Any]) -> list[str]:
+    present = {c["dtype"] for c in result["cases"]}
+    return [d for d in _DTYPES if d in present]
+
+
+def error_vs_step(result: Mapping[str, Any]) -> Figure:
+    """Free-running relative error against step, one line per configuration, one panel per dtype.
+
+    Each line is the worst over gradient scales, torch implementations and
+    devices; steps where the trajectories are bit-identical are left out (log axis).
+    """
+    dtypes = _dtypes(result)
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6.5 * len(dtypes), 4.6), squeeze=False, layout="constrained")
+    configs = list(dict.fromkeys(c["config"] for c in result["cases"]))
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(configs), 2)))
+    for ax, dtype in zip(axes[0], dtypes):
+        for color, config in zip(colors, configs):
+            curves = [
+                [np.nan if x is None else x for x in c["free_run"]["relative_error"]]
+                for c in result["cases"]
+                if c["dtype"] == dtype and c["config"] == config
+            ]
+            worst = np.nanmax(np.array(curves, dtype=float), axis=0) if curves else np.array([])
+            steps = np.arange(1, worst.size + 1)
+            shown = np.where(worst > 0, worst, np.nan)
+            ax.plot(steps, shown, color=color, lw=1.2, label=config)
+        steps = np.arange(1, int(result["settings"]["steps"]) + 1)
+        ax.plot(steps, 2 * _u(dtype) * np.sqrt(steps), "k--", lw=1, label=r"$2u\sqrt{t}$ (honest noise)")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(r"max $|p - p_{torch}|$ / max $|p_{torch}|$")
+        ax.set_title(f"{dtype}: free-running error against step (worst over scales)")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0][-1].legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def _bin_labels(edges: Sequence[float], used: int) -> list[str]:
+    labels = ["0"]
+    for edge in edges:
+        labels.append(f"≤2^{round(math.log2(edge))}")
+    labels.append(f">2^{round(math.log2(edges[-1]))}")
+    return labels[:used]
+
+
+def ulp_histograms(result: Mapping[str, Any]) -> Figure:
+    """Histograms of lockstep ULP distances pooled over all cases, one panel per dtype.
+
+    Bars: Lucid vs torch, Lucid vs the exact (oracle) step, torch vs the exact step.
+    """
+    dtypes = _dtypes(result)
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6.5 * len(dtypes), 4.2), squeeze=False, layout="constrained")
+    series = (
+        ("ulp", "candidate vs torch"),
+        ("lucid_oracle_ulp", "candidate vs exact"),
+        ("torch_oracle_ulp", "torch vs exact"),
+    )
+    for ax, dtype in zip(axes[0], dtypes):
+        cases = [c for c in result["cases"] if c["dtype"] == dtype]
+        counts = {k: np.sum([c["lockstep"]["histograms"][k] for c in cases], axis=0) for k, _ in series}
+        nonzero = np.flatnonzero(np.any([v > 0 for v in counts.values()], axis=0))
+        used = int(nonzero.max()) + 1 if nonzero.size else 1
+        labels = _bin_labels(result["ulp_bin_edges"], len(next(iter(counts.values()))))[:used]
+        x = np.arange(used)
+        for i, (key, label) in enumerate(series):
+            ax.bar(x + (i - 1) * 0.27, counts[key][:used], width=0.27, label=label)
+        ax.set_xticks(x, labels, rotation=60, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_xlabel("distance in ULPs at the terms' magnitude (bin upper edge)")
+        ax.set_ylabel("element-steps")
+        ax.set_title(f"{dtype}: lockstep ULP distances")
+        ax.legend(fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def _ink(image: Any, value: float) -> str:
+    """Black or white, whichever reads better on ``value``'s cell colour."""
+    if not np.isfinite(value):
+        return "grey"
+    red, green, blue, _ = image.cmap(image.norm(value))
+    return "k" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "w"
+
+
+def heatmaps(result: Mapping[str, Any]) -> Figure:
+    """Draw configuration x scale heatmaps per dtype: bitwise-equal fraction and log10 free-run error."""
+    dtypes = _dtypes(result)
+    configs = list(dict.fromkeys(c["config"] for c in result["cases"]))
+    scales = sorted({float(c["scale"]) for c in result["cases"]})
+    fig, axes = plt.subplots(
+        len(dtypes), 2, figsize=(13, 0.32 * len(configs) * len(dtypes) + 2.2), squeeze=False, layout="constrained"
+    )
+    rows = {r.key: r for r in group_rows(dict(result), lambda c: (c["dtype"], c["config"], float(c["scale"])))}
+    for row_axes, dtype in zip(axes, dtypes):
+        bitwise = np.array([[rows[dtype, cfg, s].bitwise * 100 for s in scales] for cfg in configs])
+        with np.errstate(divide="ignore"):
+            err = np.log10([[rows[dtype, cfg, s].free_run_final for s in scales] for cfg in configs])
+        panels = (
+            (bitwise, f"{dtype}: lockstep bit-identical elements (%)", "viridis", 0, 100, "{:.1f}"),
+            (
+                err,
+                f"{dtype}: log10 free-run relative error after {result['settings']['steps']} steps",
+                "magma_r",
+                math.log10(_u(dtype)),
+                0,
+                "{:.1f}",
+            ),
+        )
+        for ax, (data, title, cmap, vmin, vmax, fmt) in zip(row_axes, panels):
+            shown = np.where(np.isfinite(data), data, np.nan)
+            image = ax.imshow(shown, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+            for (i, j), value in np.ndenumerate(data):
+                text = "exact" if value == -np.inf else ("n/a" if not np.isfinite(value) else fmt.format(value))
+                ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color=_ink(image, value))
+            ax.set_xticks(range(len(scales)), [f"{s:g}" for s in scales], fontsize=8)
+            ax.set_yticks(range(len(configs)), configs, fontsize=8)
+            ax.set_xlabel("gradient scale")
+            ax.set_title(title, fontsize=10)
+            fig.colorbar(image, ax=ax, shrink=0.8)
+    return fig
+
+
+def departure_vs_scale(results: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Worst final free-running relative error against gradient scale, per labelled result and dtype."""
+    fig, ax = plt.subplots(figsize=(10, 5), layout="constrained")
+    markers = "os^Dv<>"
+    for (label, result), marker in zip(results.items(), markers):
+        for dtype, style in zip(_DTYPES, ("-", "--")):
+            scales, errors = scale_curve(dict(result), dtype)
+            if not scales:
+                continue
+            floor = 2 * _u(dtype) * math.sqrt(result["settings"]["steps"]) / 100  # shows exact zeros on a log axis
+            shown = [max(e, floor) if e == e else np.nan for e in errors]
+            ax.plot(scales, shown, style, marker=marker, label=f"{label}, {dtype}")
+    for dtype, color in zip(_DTYPES, ("tab:grey", "k")):
+        ax.axhline(_u(dtype), color=color, lw=0.8, ls=":", label=f"unit roundoff {dtype}")
+    eps = next(iter(results.values()))["settings"]["eps"]
+    ax.axvline(math.sqrt(eps), color="tab:red", lw=0.8, ls="-.", label=r"$\sqrt{\epsilon}$")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("gradient scale (standard deviation of the stream)")
+    ax.set_ylabel("relative error vs torch after the run (worst configuration)")
+    ax.set_title("Departure from torch.optim.RMSprop by gradient scale")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Draw :func:`departure_vs_scale` of ``LABEL=RESULT.json`` arguments into a PNG."""
+    parser = argparse.ArgumentParser(prog="python -m conformance.report.figures", description=main.__doc__)
+    parser.add_argument("out", help="PNG file to write")
+    parser.add_argument("results", nargs="+", metavar="LABEL=RESULT.json")
+    args = parser.parse_args(argv)
+    results = {}
+    for item in args.results:
+        label, sep, path = item.partition("=")
+        if not sep:
+            parser.error(f"expected LABEL=RESULT.json, got {item!r}")
+        results[label] = load(path)
+    atomic_write(args.out, to_png(departure_vs_scale(results)))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""The drift result: a schema-versioned JSON document, written deterministically and atomically.
+
+Same seed, settings and versions give a byte-identical file: keys are sorted,
+floats are rounded to :data:`conformance.report.measure.DIGITS` significant
+digits, and the document holds no timestamps, host names or paths.  The JSON
+Schema is ``drift.schema.json`` next to this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SCHEMA_NAME",
+    "SCHEMA_VERSION",
+    "atomic_write",
+    "dumps",
+    "environment",
+    "json_schema",
+    "load",
+    "validate",
+]
+
+SCHEMA_NAME = "lucid-conformance-drift"
+#: Bump when a field changes meaning; :func:`load` refuses other versions.
+SCHEMA_VERSION = 1
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(devices: tuple[str, ...] = ("cpu",)) -> dict[str, Any]:
+    """Return what explains a number: versions, CPU model and SIMD capability, device names."""
+    import torch
+
+    import lucid
+
+    names = {}
+    for device in devices:
+        names[device] = torch.cuda.get_device_name(device) if device.startswith("cuda") else _cpu_model()
+    return {
+        "lucid": lucid.__version__,
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "device_names": names,
+    }
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def dumps(result: dict[str, Any]) -> str:
+    """Serialise ``result`` deterministically: sorted keys, one line per top-level key and per case.
+
+    One case per line keeps the file small and a baseline update reviewable
+    as a line diff.
+    """
+    lines = []
+    for key in sorted(result):
+        if key == "cases":
+            cases = [f"  {_compact(case)}" for case in result["cases"]]
+            lines.append(' "cases": [\n' + ",\n".join(cases) + "\n ]" if cases else ' "cases": []')
+        else:
+            lines.append(f" {_compact(key)}: {_compact(result[key])}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def atomic_write(path: str | os.PathLike[str], text: str | bytes) -> Path:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one.
+
+    The data goes to a temporary file in the same directory, is flushed and
+    fsynced, then renamed over ``path`` with :func:`os.replace` (atomic on
+    POSIX and Windows); the directory is fsynced where the platform allows.  A
+    run killed mid-write leaves at most a stray ``.tmp`` file, never a
+    half-written report or baseline.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return target
+    try:
+        os.fsync(dir_fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(dir_fd)
+    return target
+
+
+@cache
+def json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of a drift result (``drift.schema.json``)."""
+    text = resources.files("conformance.report").joinpath("drift.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def validate(result: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first problem if ``result`` is not a drift result.
+
+    Uses ``jsonschema`` (the ``report`` extra) when installed; without it,
+    checks the header fields only.
+    """
+    if result.get("schema") != SCHEMA_NAME:
+        raise ValueError(f"not a drift result: schema is {result.get('schema')!r}, expected {SCHEMA_NAME!r}")
+    if result.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(
+            f"drift result has schema_version {result.get('schema_version')!r}; this harness reads {SCHEMA_VERSION}"
+        )
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - the report extra installs it
+        return
+    try:
+        jsonschema.validate(result, json_schema())
+    except jsonschema.ValidationError as err:
+        where = "/".join(map(str, err.absolute_path)) or "(top level)"
+        raise ValueError(f"invalid drift result at {where}: {err.message}") from None
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a drift result from ``path``."""
+    try:
+        result = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err})") from None
+    try:
+        validate(result)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return result

@@ -1,0 +1,75 @@
+"""Aggregate a drift result's cases into the rows the tables and figures show."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Row", "group_rows", "scale_curve"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """Cases pooled over everything but the grouping key.
+
+    ``bitwise`` pools the element counts; the maxima are the worst case's;
+    ``oracle_median_*`` are the largest per-case medians.
+    """
+
+    key: tuple[Hashable, ...]
+    cases: int
+    bitwise: float
+    ulp_max: float
+    lucid_oracle_max: float
+    torch_oracle_max: float
+    lucid_oracle_median: float
+    torch_oracle_median: float
+    free_run_final: float
+    within_bounds: bool
+
+
+def _worst(values: list[float | None]) -> float:
+    """Largest value; NaN stands for a non-finite one (None in the JSON)."""
+    arr = np.array([np.nan if v is None else v for v in values], dtype=float)
+    return float(np.nan if np.isnan(arr).any() else arr.max(initial=0.0))
+
+
+def group_rows(result: dict[str, Any], key: Callable[[dict[str, Any]], tuple[Hashable, ...]]) -> list[Row]:
+    """Pool the cases of ``result`` by ``key(case)``, keeping the order of first appearance."""
+    groups: dict[tuple[Hashable, ...], list[dict[str, Any]]] = {}
+    for case in result["cases"]:
+        groups.setdefault(key(case), []).append(case)
+    rows = []
+    for k, cases in groups.items():
+        lock = [c["lockstep"] for c in cases]
+        free = [c["free_run"] for c in cases]
+        elements = sum(x["elements"] for x in lock)
+        rows.append(
+            Row(
+                key=k,
+                cases=len(cases),
+                bitwise=sum(x["bitwise_equal"] for x in lock) / elements if elements else 1.0,
+                ulp_max=_worst([x["ulp"]["max"] for x in lock]),
+                lucid_oracle_max=_worst([x["lucid_oracle_ulp"]["max"] for x in lock]),
+                torch_oracle_max=_worst([x["torch_oracle_ulp"]["max"] for x in lock]),
+                lucid_oracle_median=_worst([x["lucid_oracle_ulp"]["median"] for x in lock]),
+                torch_oracle_median=_worst([x["torch_oracle_ulp"]["median"] for x in lock]),
+                free_run_final=_worst([x["final_relative_error"] for x in free]),
+                within_bounds=all(x["within_bound"] and not x["nonfinite_mismatches"] for x in lock + free),
+            )
+        )
+    return rows
+
+
+def scale_curve(
+    result: dict[str, Any], dtype: str, select: Callable[[dict[str, Any]], bool] = lambda case: True
+) -> tuple[list[float], list[float]]:
+    """Return the scales and, per scale, the worst final free-running relative error of ``dtype``'s cases."""
+    rows = group_rows(
+        {"cases": [c for c in result["cases"] if c["dtype"] == dtype and select(c)]}, lambda c: (c["scale"],)
+    )
+    rows.sort(key=lambda r: float(r.key[0]))  # type: ignore[arg-type]
+    return [float(r.key[0]) for r in rows], [r.free_run_final for r in rows]  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Tests of the drift reports (conformance.report and its commands)."""

@@ -1,0 +1,88 @@
+import base64
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+from conformance.cli import main
+from conformance.matrix import flag_configs
+from conformance.report import figures
+from conformance.report.html import html_report
+from conformance.report.markdown import markdown_report, summary_table
+from conformance.report.measure import ULP_BIN_EDGES, ulp_histogram
+from conformance.report.schema import dumps
+
+from .conftest import TEXTBOOK, TINY, TINY_FLAGS, tiny_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_ulp_histogram_bins():
+    counts = ulp_histogram(np.array([0.0, 0.0, 2.0**-7, 0.3, 1.0, 1.5, 3e6, np.nan]))
+    assert len(counts) == len(ULP_BIN_EDGES) + 2
+    assert counts[0] == 2  # exact zeros
+    assert counts[1] == 1  # (0, 2^-6]
+    assert counts[1 + ULP_BIN_EDGES.index(0.5)] == 1  # 0.3 in (0.25, 0.5]
+    assert counts[1 + ULP_BIN_EDGES.index(1.0)] == 1  # 1.0 in (0.5, 1]
+    assert counts[1 + ULP_BIN_EDGES.index(2.0)] == 1  # 1.5 in (1, 2]
+    assert counts[-1] == 1  # beyond 2^20
+    assert sum(counts) == 7  # NaN is not counted
+
+
+def test_markdown_names_every_configuration_and_the_metadata(tiny_result):
+    text = markdown_report(tiny_result)
+    for config in flag_configs():
+        assert f"| {config.name} | float32 |" in text and f"| {config.name} | float64 |" in text
+    for key in ("lucid", "numpy", "torch", "python", "cpu_capability", "cpu_model", "device cpu"):
+        assert f"| {key} |" in text
+    assert "OUT" not in summary_table(tiny_result)  # Lucid stays within the derived bounds
+
+
+def test_html_is_self_contained_with_four_figures(tiny_result):
+    page = html_report(tiny_result)
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page)
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 4
+    assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in images)
+    assert tiny_result["environment"]["cpu_capability"] in page
+
+
+def test_run_writes_all_three_reports_and_prints_the_table(tmp_path, capsys):
+    assert main(["run", *TINY_FLAGS, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| c1-m1-wd1-max1 | float64 |" in out and "every case within the derived" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drift.html", "drift.json", "drift.md"]
+
+
+def test_run_refuses_a_bad_candidate_by_name(tmp_path):
+    with pytest.raises(ImportError, match="no_such_module"):
+        main(["run", *TINY_FLAGS, "--out", str(tmp_path), "--optimizer", "no_such_module:X"])
+    assert not tmp_path.joinpath("drift.json").exists()
+
+
+def test_textbook_departure_grows_as_gradients_approach_sqrt_eps(tmp_path):
+    # eps inside the root changes the update by a relative eps / (2 E[g^2]):
+    # about 1e-8 / (2 * 0.01 * 1e4) = 5e-11 in the first step at scale 1e2
+    # (E[g^2] starts at (1 - alpha) g^2, then grows), and by a factor of order
+    # one at scale 1e-4 = sqrt(eps).  The free-running error is relative to the
+    # parameters, which RMSprop moves by about lr per step whatever the scale;
+    # weight decay adds 0.01 * |p| ~ 1e-2 to the gradient and so hides the scale.
+    result = tiny_run(TEXTBOOK, dataclasses.replace(TINY, scales=(1e-4, 1e2)))
+    error = {
+        (c["config"], c["scale"]): c["free_run"]["final_relative_error"]
+        for c in result["cases"]
+        if c["dtype"] == "float64" and not c["foreach"]
+    }
+    for config in flag_configs():
+        near_sqrt_eps, large = error[config.name, 1e-4], error[config.name, 1e2]
+        assert large < 1e-8  # measured: at most 9.2e-10 over the 16 configurations
+        assert near_sqrt_eps > 1e6 * large  # measured: at least 2e7 times larger
+        if config.weight_decay == 0:
+            assert near_sqrt_eps > 0.1  # measured: 0.11 to 0.52 after 6 steps
+    path = tmp_path / "fig.png"
+    lucid_path, text_path = tmp_path / "l.json", tmp_path / "t.json"
+    lucid_path.write_text(dumps(tiny_run()))
+    text_path.write_text(dumps(result))
+    assert figures.main([str(path), f"Lucid={lucid_path}", f"textbook={text_path}"]) == 0
+    assert path.read_bytes().startswith(PNG_MAGIC)
