@@ -182,7 +182,8 @@ def departure_vs_scale(results: Mapping[str, Mapping[str, Any]]) -> Figure:
     ax.set_yscale("log")
     ax.set_xlabel("gradient scale (standard deviation of the stream)")
     ax.set_ylabel("relative error vs torch after the run (worst configuration)")
-    ax.set_title("Departure from torch.optim.RMSprop by gradient scale")
+    steps = sorted({r["settings"]["steps"] for r in results.values()})
+    ax.set_title(f"Departure from torch.optim.RMSprop after {'/'.join(map(str, steps))} free-running steps")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
