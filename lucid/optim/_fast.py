@@ -52,7 +52,7 @@ BLOCK = {np.dtype(np.float32): 16384, np.dtype(np.float64): 8192}
 #: Parameters with fewer elements than this are updated together from flat storage.
 SMALL = 8192
 #: A step with fewer elements than this runs in the calling thread only.
-PARALLEL_MIN = 1 << 17
+PARALLEL_MIN = 1 << 15
 #: The default thread count is the CPUs available, capped here.
 MAX_DEFAULT_THREADS = 8
 #: The environment variable that sets the thread count.
@@ -380,8 +380,10 @@ class _Job:
         return self.arrays[0].dtype
 
 
-def _flat(x: NDArray[Any] | None) -> NDArray[Any] | None:
-    return None if x is None else x.reshape(-1)  # a view: callers pass C-contiguous arrays
+def _names(group: dict[str, Any]) -> tuple[str, ...]:
+    """Return the state buffers a group's flags use, in :data:`_BUFFERS` order."""
+    centered, momentum = bool(group["centered"]), group["momentum"] > 0
+    return ("square_avg",) + ("grad_avg",) * centered + ("momentum_buffer",) * momentum
 
 
 class _FlatPack:
@@ -477,69 +479,55 @@ class FastStep:
         work: Sequence[tuple[dict[str, Any], Any, NDArray[Any], dict[str, Any]]],
         num_threads: int,
     ) -> None:
-        """Update every ``(group, param, grad, state)`` in ``work``; ``state["step"]`` is the caller's."""
+        """Update every ``(group, param, grad, state)`` in ``work``; ``state["step"]`` is the caller's.
+
+        Small real parameters go to their group's flat pack (gathering copes with
+        any strides); large contiguous ones are updated where they lie; complex
+        and large strided ones by :func:`rmsprop_update` itself.
+        """
         jobs: list[_Job] = []
-        small: dict[tuple[int, np.dtype[Any]], list[tuple[Any, NDArray[Any], dict[str, Any]]]] = {}
-        hypers: dict[tuple[int, np.dtype[Any]], _Hyper] = {}
-        groups: dict[int, dict[str, Any]] = {}
+        small: dict[tuple[int, np.dtype[Any]], tuple[dict[str, Any], list[Any], list[Any], list[Any]]] = {}
         for group, param, grad, state in work:
-            names = ["square_avg"]
-            names += ["grad_avg"] if group["centered"] else []
-            names += ["momentum_buffer"] if group["momentum"] > 0 else []
             data = param.data
-            arrays = [data, grad, *(state[n] for n in names)]
-            if data.dtype not in BLOCK or not all(x.flags.c_contiguous for x in arrays):
-                rmsprop_update(  # complex or strided: the reference itself
-                    data,
-                    grad,
-                    state["square_avg"],
-                    state.get("grad_avg") if group["centered"] else None,
-                    state.get("momentum_buffer") if group["momentum"] > 0 else None,
-                    lr=group["lr"],
-                    alpha=group["alpha"],
-                    eps=group["eps"],
-                    weight_decay=group["weight_decay"],
-                    momentum=group["momentum"],
-                    centered=group["centered"],
-                    maximize=group["maximize"],
-                )
-                continue
-            if data.size == 0:
-                continue
-            key = (id(group), data.dtype)
-            groups[id(group)] = group
-            if key not in hypers:
-                hypers[key] = _Hyper.of(group, data.dtype)
-            if data.size < SMALL:
-                small.setdefault(key, []).append((param, grad, state))
-                continue
-            ga = state["grad_avg"] if group["centered"] else None
-            buf = state["momentum_buffer"] if group["momentum"] > 0 else None
-            jobs.append(
-                _Job(
-                    (data.reshape(-1), grad.reshape(-1), state["square_avg"].reshape(-1), _flat(ga), _flat(buf)),
-                    hypers[key],
-                )
+            if data.dtype in BLOCK:
+                if data.size < SMALL:
+                    if data.size:
+                        members = small.setdefault((id(group), data.dtype), (group, [], [], []))
+                        members[1].append(param)
+                        members[2].append(grad)
+                        members[3].append(state)
+                    continue
+                ga = state["grad_avg"] if group["centered"] else None
+                buf = state["momentum_buffer"] if group["momentum"] > 0 else None
+                arrays = (data, grad, state["square_avg"], ga, buf)
+                if all(x is None or x.flags.c_contiguous for x in arrays):
+                    flat = tuple(None if x is None else x.reshape(-1) for x in arrays)  # views
+                    jobs.append(_Job(flat, _Hyper.of(group, data.dtype)))  # type: ignore[arg-type]
+                    continue
+            rmsprop_update(  # complex or large and strided: the reference itself
+                data,
+                grad,
+                state["square_avg"],
+                state.get("grad_avg") if group["centered"] else None,
+                state.get("momentum_buffer") if group["momentum"] > 0 else None,
+                lr=group["lr"],
+                alpha=group["alpha"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                centered=group["centered"],
+                maximize=group["maximize"],
             )
 
         packs = []
-        for key, members in small.items():
-            group = groups[key[0]]
-            names = [
-                n
-                for n in _BUFFERS
-                if n == "square_avg"
-                or (n == "grad_avg" and group["centered"])
-                or (n == "momentum_buffer" and group["momentum"] > 0)
-            ]
-            params = [m[0] for m in members]
-            states = [m[2] for m in members]
+        for key, (group, params, grads, states) in small.items():
+            names = _names(group)
             pack = self._packs.get(key)
             if pack is None or not pack.matches(params, states, names):
                 pack = self._packs[key] = _FlatPack(params, states, names)
-            pack.gather(params, [m[1] for m in members])
+            pack.gather(params, grads)
             packs.append((pack, params))
-            jobs.append(_Job(pack.arrays(), hypers[key]))
+            jobs.append(_Job(pack.arrays(), _Hyper.of(group, key[1])))
         for key in [k for k in self._packs if k not in small]:
             del self._packs[key]  # unused this step: its views stay valid as state, the storage is theirs
 

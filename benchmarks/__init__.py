@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.step`` times the RMSprop step against torch."""

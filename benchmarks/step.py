@@ -1,0 +1,247 @@
+"""Time Lucid's RMSprop step against torch.optim.RMSprop on the CPU, beside the memory-bandwidth floor.
+
+Run ``python -m benchmarks.step`` (about two minutes on 2 cores) or ``--quick``
+(seconds; a smoke check).  For every workload x dtype x flag set it times,
+interleaved in one process, median of repeats after warm-up:
+
+* ``lucid``: ``lucid.optim.RMSprop.step`` with ``num_threads`` threads;
+* ``torch foreach``: ``torch.optim.RMSprop(foreach=True)``, ``torch.set_num_threads`` the same;
+* ``torch loop``: ``torch.optim.RMSprop(foreach=False)``.
+
+Beside the ratios: the bytes a step must move (each of param, grad and the
+state buffers read once, param and state written once), the memory bandwidth
+measured in the same run (a threaded NumPy ``a = b + c`` over arrays far
+larger than the caches, STREAM's "add", counting 3 arrays), the time that
+traffic needs at that bandwidth (the floor), the fraction of the floor Lucid
+and torch reach, and the peak memory one warmed-up Lucid step allocates
+(tracemalloc, which sees NumPy's buffers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lucid.nn import Parameter
+from lucid.optim import RMSprop
+from lucid.optim._fast import resolve_num_threads
+
+#: torchvision's resnet18() parameter shapes, in model order (62 tensors, 11,689,512 elements).
+RESNET18_SHAPES: list[tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
+for _cin, _cout, _down in [(64, 64, False), (64, 128, True), (128, 256, True), (256, 512, True)]:
+    for _block in range(2):
+        _first_in = _cin if _block == 0 else _cout
+        RESNET18_SHAPES += [(_cout, _first_in, 3, 3), (_cout,), (_cout,), (_cout, _cout, 3, 3), (_cout,), (_cout,)]
+        if _block == 0 and _down:
+            RESNET18_SHAPES += [(_cout, _cin, 1, 1), (_cout,), (_cout,)]
+RESNET18_SHAPES += [(1000, 512), (1000,)]
+assert len(RESNET18_SHAPES) == 62 and sum(int(np.prod(s)) for s in RESNET18_SHAPES) == 11_689_512
+
+FLAG_SETS: dict[str, dict[str, float | bool]] = {
+    "plain": {},
+    "centered": {"centered": True},
+    "momentum": {"momentum": 0.9},
+    "c+m+wd": {"centered": True, "momentum": 0.9, "weight_decay": 1e-4},
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named list of parameter shapes."""
+
+    name: str
+    shapes: list[tuple[int, ...]]
+
+    @property
+    def elements(self) -> int:
+        """Total elements over all shapes."""
+        return sum(int(np.prod(s)) for s in self.shapes)
+
+
+def workloads(quick: bool) -> list[Workload]:
+    """Return the issue's three workloads; ``quick`` shrinks them (16M/64, 1/16 of ResNet-18, 100 x 100)."""
+    if quick:
+        return [
+            Workload("16M/64 (quick)", [(1 << 18,)]),
+            Workload("ResNet-18 shapes[::16] (quick)", RESNET18_SHAPES[::16]),
+            Workload("100 x 100 (quick)", [(100,)] * 100),
+        ]
+    return [
+        Workload("16M", [(1 << 24,)]),
+        Workload("ResNet-18 (62 tensors)", RESNET18_SHAPES),
+        Workload("1000 x 100", [(100,)] * 1000),
+    ]
+
+
+def step_bytes(workload: Workload, dtype: np.dtype, flags: dict[str, float | bool]) -> int:
+    """Bytes one step must move: param, grad, state read once; param and state written once."""
+    state = 1 + bool(flags.get("centered")) + bool(flags.get("momentum"))
+    reads, writes = 2 + state, 1 + state
+    return workload.elements * np.dtype(dtype).itemsize * (reads + writes)
+
+
+def measure_bandwidth(threads: int, mib: int, repeats: int) -> float:
+    """Bytes per second of a threaded ``a = b + c`` on float64 arrays of ``mib`` MiB each (3 arrays counted)."""
+    n = mib * 2**20 // 8
+    b, c = np.ones(n), np.full(n, 2.0)
+    a = np.empty(n)
+    bounds = np.linspace(0, n, threads + 1).astype(int)
+
+    def part(k: int) -> None:
+        lo, hi = bounds[k], bounds[k + 1]
+        np.add(b[lo:hi], c[lo:hi], out=a[lo:hi])
+
+    with ThreadPoolExecutor(threads) as pool:
+        times = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            list(pool.map(part, range(threads)))
+            times.append(time.perf_counter() - t0)
+    return 3 * a.nbytes / min(times[1:])  # the best repeat: what the memory system can do
+
+
+def _timed(step: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
+
+
+@dataclass
+class Row:
+    """One configuration's measurements."""
+
+    workload: str
+    dtype: str
+    flags: str
+    lucid_s: float
+    foreach_s: float
+    loop_s: float
+    nbytes: int
+    floor_s: float
+    peak_bytes: int
+
+
+def run_config(
+    workload: Workload,
+    dtype: np.dtype,
+    flags: dict[str, float | bool],
+    threads: int,
+    warmup: int,
+    repeats: int,
+    bandwidth: float,
+    flag_name: str,
+) -> Row:
+    """Time Lucid and both torch implementations, interleaved, on the same values."""
+    rng = np.random.default_rng(0)
+    values = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
+    grads = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
+    hyper = {"lr": 1e-4, "alpha": 0.99, "eps": 1e-8, **flags}
+
+    params = [Parameter(v.copy()) for v in values]
+    for p, g in zip(params, grads):
+        p.grad = g
+    lucid_opt = RMSprop(params, **hyper)
+    lucid_opt.num_threads = threads
+
+    torch_opts = []
+    for foreach in (True, False):
+        tparams = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
+        for tp, g in zip(tparams, grads):
+            tp.grad = torch.from_numpy(g)
+        torch_opts.append(torch.optim.RMSprop(tparams, foreach=foreach, **hyper))
+
+    steps = [lucid_opt.step, torch_opts[0].step, torch_opts[1].step]
+    times: list[list[float]] = [[], [], []]
+    with torch.no_grad():
+        for _ in range(warmup):
+            for step in steps:
+                step()
+        for r in range(repeats):
+            order = [(r + k) % 3 for k in range(3)]  # rotate who goes first
+            for k in order:
+                times[k].append(_timed(steps[k]))
+
+    tracemalloc.start()
+    lucid_opt.step()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    nbytes = step_bytes(workload, dtype, flags)
+    lucid_s, foreach_s, loop_s = (statistics.median(t) for t in times)
+    return Row(
+        workload.name, np.dtype(dtype).name, flag_name, lucid_s, foreach_s, loop_s, nbytes, nbytes / bandwidth, peak
+    )
+
+
+HEADER = (
+    "| workload | dtype | flags | lucid ms | torch foreach ms | torch loop ms | lucid/torch(foreach) "
+    "| lucid/torch(loop) | MB moved | floor ms | lucid % of floor | torch foreach % of floor | lucid peak extra KiB |"
+)
+
+
+def format_row(row: Row) -> str:
+    """One Markdown table row."""
+    return (
+        f"| {row.workload} | {row.dtype} | {row.flags} | {row.lucid_s * 1e3:.2f} | {row.foreach_s * 1e3:.2f} "
+        f"| {row.loop_s * 1e3:.2f} | {row.lucid_s / row.foreach_s:.2f} | {row.lucid_s / row.loop_s:.2f} "
+        f"| {row.nbytes / 1e6:.1f} | {row.floor_s * 1e3:.2f} | {100 * row.floor_s / row.lucid_s:.0f}% "
+        f"| {100 * row.floor_s / row.foreach_s:.0f}% | {row.peak_bytes / 1024:.0f} |"
+    )
+
+
+def cpu_model() -> str:
+    """Return the CPU's model name (Linux), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print the Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats: a smoke check")
+    parser.add_argument("--threads", type=int, default=None, help="threads for Lucid and torch (default: as Lucid)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration")
+    parser.add_argument("--dtype", choices=["float32", "float64"], action="append", help="repeatable; default both")
+    args = parser.parse_args(argv)
+
+    threads = resolve_num_threads(args.threads)
+    torch.set_num_threads(threads)
+    repeats = args.repeats or (1 if args.quick else 9)
+    warmup = 1 if args.quick else 2
+    dtypes = [np.dtype(d) for d in (args.dtype or ["float32", "float64"])]
+    bandwidth = measure_bandwidth(threads, mib=16 if args.quick else 256, repeats=1 if args.quick else 5)
+
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} CPUs); threads: {threads} (torch.set_num_threads and Lucid)")
+    print(f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}")
+    print(f"memory bandwidth (threaded numpy a = b + c, 3 arrays counted): {bandwidth / 1e9:.1f} GB/s")
+    print(f"median of {repeats} interleaved steps after {warmup} warm-up steps; ratios < 1: Lucid faster")
+    print()
+    print(HEADER)
+    print("|" + "---|" * (HEADER.count("|") - 1))
+    for workload in workloads(args.quick):
+        for dtype in dtypes:
+            for name, flags in FLAG_SETS.items():
+                row = run_config(workload, dtype, flags, threads, warmup, repeats, bandwidth, name)
+                print(format_row(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
