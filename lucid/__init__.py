@@ -4,7 +4,7 @@
 """
 
 from lucid import nn, optim
-from lucid._grad_mode import is_grad_enabled, no_grad
+from lucid._grad_mode import enable_grad, is_grad_enabled, no_grad
 from lucid.nn.parameter import Parameter
 from lucid.tensor import Tensor, tensor, zeros_like
 
@@ -14,6 +14,7 @@ __all__ = [
     "Parameter",
     "Tensor",
     "__version__",
+    "enable_grad",
     "is_grad_enabled",
     "nn",
     "no_grad",
