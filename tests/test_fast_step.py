@@ -187,6 +187,34 @@ def test_fma32_mask_finds_every_rounding_to_odd_case(out_alias: str, chunk: int)
     assert_bitwise_equal(out, expected, "fma32")
 
 
+@pytest.mark.parametrize("chunk", [8, 20000], ids=["few-per-block", "many-per-block"])
+def test_fms_square32_rounds_to_odd_where_the_reference_does(chunk: int) -> None:
+    """``fma(-x, x, c)`` (centered mode) on ``x*x`` with 25 significant bits: a float32 midpoint.
+
+    ``x`` is an odd 13-bit integer times a power of two, so ``x*x`` is exactly
+    halfway between two float32 numbers; ``c`` is non-zero and below half a
+    float64 ulp of ``x*x``, so the float64 sum rounds back onto the midpoint and
+    only rounding to odd knows which side ``c`` was on.
+    """
+    rng = np.random.default_rng(11)
+    n = 20000
+    x = (rng.integers(2**12, 2**13, n) | 1) * 2.0 ** rng.integers(-40, 40, n)
+    sq = x * x
+    c = rng.choice([-1.0, 1.0], n) * np.spacing(sq) * rng.uniform(0.01, 0.49, n)
+    x, c = x.astype(np.float32), c.astype(np.float32)
+    nonzero = c != 0
+    x, c = x[nonzero], c[nonzero]
+    expected = reference_fma(-x, x, c)
+    naive = (c.astype(np.float64) - x.astype(np.float64) ** 2).astype(np.float32)
+    assert np.count_nonzero(_bits(naive) != _bits(expected)) > 1000  # the cases are real (4079 here)
+    scratch = _fast._Scratch(np.dtype(np.float32), chunk)
+    out = np.empty_like(x)
+    for lo in range(0, x.size, chunk):
+        part = slice(lo, lo + chunk)
+        _fast._fms_square32_into(out[part], x[part], c[part], scratch)
+    assert_bitwise_equal(out, expected, "fms_square32")
+
+
 def test_fma_into_matches_reference_on_special_values() -> None:
     for dtype, into in ((np.float32, _fast._fma32_into), (np.float64, _fast._fma64_into)):
         fi = np.finfo(dtype)

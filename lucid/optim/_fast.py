@@ -150,7 +150,11 @@ class _Scratch:
             arrays |= {"key": np.empty(size, np.int64), "m0": np.empty(size, bool), "m1": np.empty(size, bool)}
         self.arrays = arrays
         self.__dict__.update(arrays)
+        #: ``fma(out, a, b, c)``: ``out = a*b + c`` rounded once; ``fms_square(out, x, c)``: ``fma(out, -x, x, c)``
         self.fma: Callable[..., NDArray[Any]] = partial(_fma32_into if dtype == np.float32 else _fma64_into, s=self)
+        self.fms_square: Callable[..., NDArray[Any]] = partial(
+            _fms_square32_into if dtype == np.float32 else _fms_square64_into, s=self
+        )
 
     def first(self, n: int) -> _Scratch:
         """Return this scratch cut to ``n`` elements (for a short last block)."""
@@ -168,7 +172,7 @@ def _wide(x: Any, buf: NDArray[np.float64]) -> Any:
 
 
 def _take(x: Any, idx: NDArray[np.intp]) -> Any:
-    return x[idx] if isinstance(x, np.ndarray) else x
+    return x if isinstance(x, np.floating) else x[idx]
 
 
 def _fix_with_reference(out: NDArray[Any], fix: tuple[NDArray[np.intp], NDArray[Any]] | None) -> None:
@@ -227,9 +231,39 @@ def _fma32_into(out: NDArray[np.float32], a: Any, b: Any, c: Any, s: _Scratch) -
     and NaN need no fix (a float64 sum of float32-range numbers is exact when it
     is zero; inf and NaN are unchanged by rounding to odd in the reference).
     """
-    wide, key = s.w0, s.key
+    wide = s.w0
     np.multiply(_wide(a, wide), _wide(b, s.w1), out=wide)  # exact: 24 + 24 significand bits < 53
     np.add(wide, _wide(c, s.w1), out=wide)  # RN64(a*b + c)
+    return _round32_into(out, wide, a, b, c, s)
+
+
+def _fms_square32_into(out: NDArray[np.float32], x: NDArray[np.float32], c: Any, s: _Scratch) -> NDArray[np.float32]:
+    """``out = fma(-x, x, c)`` for float32, as :func:`_fma32_into` computes it.
+
+    ``RN64(c - x*x)`` is ``RN64((-x)*x + c)``: negation is exact and rounding
+    to nearest is symmetric, so the float64 sum, and everything after it, is
+    :func:`_fma32_into`'s; this saves the negated copy of ``x``.
+    """
+    wide = s.w0
+    x64 = _wide(x, wide)
+    np.multiply(x64, x64, out=wide)  # exact
+    np.subtract(_wide(c, s.w1), wide, out=wide)  # RN64(c - x*x)
+    return _round32_into(out, wide, _Negated(x), x, c, s)
+
+
+class _Negated:
+    """``-x`` for the few elements :func:`_round32_into` gathers (``x[idx]`` negated)."""
+
+    def __init__(self, x: NDArray[Any]) -> None:
+        self.x = x
+
+    def __getitem__(self, idx: NDArray[np.intp]) -> NDArray[Any]:
+        return -self.x[idx]
+
+
+def _round32_into(out: NDArray[np.float32], wide: NDArray[np.float64], a: Any, b: Any, c: Any, s: _Scratch) -> Any:
+    """``out = RN32(RO64(a*b + c))`` given ``wide = RN64(a*b + c)``: the mask test of :func:`_fma32_into`."""
+    key = s.key
     np.bitwise_and(wide.view(np.int64), _LOW28, out=key)
     fix = None
     if np.count_nonzero(key) < key.size:  # some low 28 bits all zero: look closer at those
@@ -318,6 +352,11 @@ def _fma64_into(out: NDArray[np.float64], a: Any, b: Any, c: Any, s: _Scratch) -
     return out
 
 
+def _fms_square64_into(out: NDArray[np.float64], x: NDArray[np.float64], c: Any, s: _Scratch) -> NDArray[np.float64]:
+    """``out = fma(-x, x, c)`` for float64: the reference's operands, negated copy included."""
+    return _fma64_into(out, np.negative(x, out=s.b), x, c, s)
+
+
 # --------------------------------------------------------------------------- the formula
 def _update_block(
     p: NDArray[Any],
@@ -348,7 +387,7 @@ def _update_block(
             fma(ga, h.lerp_w, diff, ga)  # fma(t(w), g - grad_avg, grad_avg)
         else:
             fma(ga, np.negative(diff, out=diff), h.lerp_1mw, g)  # fma(-(g - grad_avg), t(1) - t(w), g)
-        avg = fma(s.a, np.negative(ga, out=s.b), ga, sq)  # avg = sqrt(fma(-grad_avg, grad_avg, square_avg))
+        avg = s.fms_square(s.a, ga, sq)  # avg = sqrt(fma(-grad_avg, grad_avg, square_avg))
         np.sqrt(avg, out=avg)
     else:
         avg = np.sqrt(sq, out=s.a)  # avg = sqrt(square_avg)
