@@ -73,3 +73,9 @@ def tally(record_property) -> Iterator[Tally]:
 def snap() -> Callable[..., Any]:
     """:func:`snapshot`, as a fixture (test modules cannot import a conftest)."""
     return snapshot
+
+
+@pytest.fixture
+def encode() -> Callable[[Any], Any]:
+    """A byte-exact, comparable stand-in for any value (see :func:`_encode`)."""
+    return _encode
