@@ -64,7 +64,11 @@ def _run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             print("error: --device cuda requested but torch.cuda.is_available() is False", file=sys.stderr)
             return 2
-    optimizer_class = load_candidate(args.optimizer)
+    try:
+        optimizer_class = load_candidate(args.optimizer)
+    except (ImportError, TypeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     total = len(build_cases(settings))
     count = total if args.shard is None else len(args.shard.select(build_cases(settings)))
     print(

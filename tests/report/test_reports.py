@@ -55,10 +55,14 @@ def test_run_writes_all_three_reports_and_prints_the_table(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drift.html", "drift.json", "drift.md"]
 
 
-def test_run_refuses_a_bad_candidate_by_name(tmp_path):
-    with pytest.raises(ImportError, match="no_such_module"):
-        main(["run", *TINY_FLAGS, "--out", str(tmp_path), "--optimizer", "no_such_module:X"])
-    assert not tmp_path.joinpath("drift.json").exists()
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("no_such_module:X", "cannot import candidate module 'no_such_module'"), ("lucid.optim", "module:Class")],
+)
+def test_run_refuses_a_bad_candidate_by_name(tmp_path, capsys, spec, message):
+    assert main(["run", *TINY_FLAGS, "--out", str(tmp_path), "--optimizer", spec]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_textbook_departure_grows_as_gradients_approach_sqrt_eps(tmp_path):
