@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from support import trained
 
 import lucid
 from lucid.nn import Parameter
@@ -25,18 +26,6 @@ BOOL_KEYS = ("centered", "maximize")
 def _message(err: BaseException) -> str:
     """The message as written (``str(KeyError)`` would add quotes and escapes)."""
     return str(err.args[0]) if err.args else ""
-
-
-def _trained(dtype: Any = np.float64) -> tuple[list[Parameter], RMSprop]:
-    """Two groups, state after two steps; group 1 has momentum and centering (all four state keys)."""
-    rng = np.random.default_rng(0)
-    params = [Parameter(rng.standard_normal(s).astype(dtype)) for s in ((2, 3), (4,), ())]
-    opt = RMSprop([{"params": params[:2]}, {"params": params[2:], "momentum": 0.9, "centered": True}], lr=0.01)
-    for _ in range(2):
-        for p in params:
-            p.grad = rng.standard_normal(p.shape).astype(dtype)
-        opt.step()
-    return params, opt
 
 
 def _bad_hyperparameters() -> list[tuple[str, dict[str, Any], type[Exception], str]]:
@@ -80,7 +69,7 @@ def test_constructor_refuses_bad_hyperparameters(kwargs, error, needle, tally) -
 @pytest.mark.parametrize(("kwargs", "error", "needle"), [r[1:] for r in HYPER_ROWS], ids=[r[0] for r in HYPER_ROWS])
 def test_add_param_group_refuses_bad_hyperparameters(kwargs, error, needle, tally, snap) -> None:
     with tally.case():
-        params, opt = _trained()
+        params, opt = trained()
         new = Parameter(np.arange(3.0))
         before = snap(opt, [*params, new])
         with pytest.raises(error) as info:
@@ -144,7 +133,7 @@ GROUP_ROWS: list[tuple[str, Callable[[list[Parameter]], Any], type[Exception], s
 @pytest.mark.parametrize(("make", "error", "needle"), [r[1:] for r in GROUP_ROWS], ids=[r[0] for r in GROUP_ROWS])
 def test_add_param_group_refuses_bad_groups(make, error, needle, tally, snap) -> None:
     with tally.case():
-        params, opt = _trained()
+        params, opt = trained()
         group = make(params)
         before = snap(opt, params)
         with pytest.raises(error) as info:
@@ -186,7 +175,7 @@ GRAD_ROWS: list[tuple[str, Any, Callable[[list[Parameter]], None] | None, type[E
 def test_bad_gradient_refuses_the_whole_step(grad, setup, error, needle, tally, snap) -> None:
     """The bad gradient is on the last parameter: checking as it goes would already have moved the first two."""
     with tally.case():
-        params, opt = _trained()
+        params, opt = trained()
         if setup is not None:
             setup(params)
         params[0].grad = np.ones((2, 3))
@@ -310,36 +299,23 @@ LOAD_ROWS: list[tuple[str, Callable[[dict[str, Any]], Any], type[Exception], str
 
 
 @pytest.mark.parametrize(("mutate", "error", "needle"), [r[1:] for r in LOAD_ROWS], ids=[r[0] for r in LOAD_ROWS])
-def test_load_state_dict_refuses_bad_input(mutate, error, needle, tally, snap) -> None:
+def test_load_state_dict_refuses_bad_input(mutate, error, needle, tally, snap, encode) -> None:
     with tally.case():
-        params, opt = _trained()
+        params, opt = trained()
         bad = mutate(copy.deepcopy(opt.state_dict()))
-        given = copy.deepcopy(bad)
+        argument = encode(bad)
         before = snap(opt, params)
         with pytest.raises(error) as info:
             opt.load_state_dict(bad)
         assert needle in _message(info.value)
         assert snap(opt, params) == before
-        if isinstance(bad, dict):  # the caller's dict is not modified either
-            assert _same(bad, given)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
-    if isinstance(a, dict):
-        return type(b) is dict and list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and (a == b or (a != a and b != b))
+        assert encode(bad) == argument  # the caller's dict is not modified either
 
 
 def test_a_refused_load_leaves_the_next_step_unchanged(snap) -> None:
     """Beyond equal snapshots: after a refused load the optimizer steps exactly as one never given it."""
-    params_a, opt_a = _trained()
-    params_b, opt_b = _trained()
+    params_a, opt_a = trained()
+    params_b, opt_b = trained()
     with pytest.raises(ValueError):
         opt_a.load_state_dict(_last_entry_only(copy.deepcopy(opt_a.state_dict())))
     for pa, pb in zip(params_a, params_b):

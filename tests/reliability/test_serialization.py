@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from support import same
 
 from conformance import statedict
 from conformance.matrix import flag_configs
@@ -46,17 +47,6 @@ def _trained(config: Any, dtype: Any, seed: int = 0, steps: int = 3) -> tuple[li
             p.grad = draw(p.shape)
         opt.step()
     return params, opt
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal with the same types, dict key order, dtypes, shapes and bytes (NaN equals NaN)."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return type(a) is type(b) and (a.dtype, a.shape, a.tobytes()) == (b.dtype, b.shape, b.tobytes())
-    if isinstance(a, dict):
-        return type(b) is dict and list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and (a == b or (a != a and b != b))
 
 
 @pytest.fixture
