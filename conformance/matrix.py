@@ -10,6 +10,7 @@ with its own values.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -158,6 +159,11 @@ def cases(device: str | None = None) -> list[Case]:
     ]
 
 
+@functools.cache
+def _by_id() -> dict[str, Case]:
+    return {case.id: case for case in cases()}
+
+
 def case_by_id(case_id: str) -> Case:
     """Return the case whose :attr:`Case.id` is ``case_id``.
 
@@ -166,7 +172,7 @@ def case_by_id(case_id: str) -> Case:
     KeyError
         If no case has that id (the message lists the format).
     """
-    for case in cases():
-        if case.id == case_id:
-            return case
+    case = _by_id().get(case_id)
+    if case is not None:
+        return case
     raise KeyError(f"no case {case_id!r}; ids look like {cases()[0].id!r}")

@@ -4,8 +4,9 @@ Each matrix case (flags x dtype x device x torch implementation, from
 ``conformance.matrix``) runs:
 
 * ``test_drawn_scenarios``: Hypothesis draws groups, hyperparameters and gradient
-  streams (``conformance.strategies``); lockstep, NaN/Inf positions, dtypes and
-  the four state_dict round trips must hold on every example;
+  streams (``conformance.strategies``); lockstep, NaN/Inf positions and dtypes
+  must hold on every example;
+* ``test_drawn_state_dicts``: the four state_dict round trips on drawn scenarios;
 * ``test_free_running``: 100-150 step free runs within the derived bound;
 * ``test_probes``: the fixed battery ``python -m conformance check`` runs,
   including the sign test.
@@ -26,8 +27,10 @@ from conformance.scenario import Scenario
 from conformance.strategies import scenarios
 
 CASES = cases()
-#: Free runs cost ~10x a lockstep example; a tenth as many keeps the suite inside its budget.
+#: Free runs cost ~10x a lockstep example and the round trips ~5x (five passes over the
+#: stream); a tenth and a fifth as many examples keep the suite inside its 15-minute budget.
 FREE_RUN_EXAMPLES = max(2, settings.default.max_examples // 10)
+STATE_DICT_EXAMPLES = max(2, settings.default.max_examples // 5)
 SLOW_OK = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -42,7 +45,21 @@ def test_drawn_scenarios(case, request, count_examples) -> None:
 
     @seeded
     @SLOW_OK
-    @given(scenarios(case))
+    @given(scenarios(case, checks=("lockstep",)))
+    def check(scenario: Scenario) -> None:
+        count_examples()
+        _assert_passes(scenario)
+
+    check()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_drawn_state_dicts(case, request, count_examples) -> None:
+    gate_device(case, request.config)
+
+    @seeded
+    @settings(SLOW_OK, max_examples=STATE_DICT_EXAMPLES)
+    @given(scenarios(case, checks=("state_dict",)))
     def check(scenario: Scenario) -> None:
         count_examples()
         _assert_passes(scenario)
