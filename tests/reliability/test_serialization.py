@@ -339,3 +339,35 @@ def test_a_writer_killed_at_an_arbitrary_moment_leaves_a_whole_file(tmp_path) ->
     loaded = serialization.load_state_dict(path)
     assert loaded["state"][0]["step"] in (1.0, 2.0) and loaded["param_groups"][0]["lr"] == 0.2
     assert np.all(loaded["state"][0]["square_avg"] == 2.0)
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "needle"),
+    [
+        ([np.zeros(3)], TypeError, "params[0] must be a (name, Tensor or ndarray) pair, got ndarray(shape=(3,)"),
+        ({"w": [1.0, 2.0]}, TypeError, "parameter 'w' must be a Tensor or ndarray, got [1.0, 2.0]"),
+        ({"w": np.array([object()])}, TypeError, "parameter 'w': dtype object cannot be saved"),
+        ({"w": np.array(["a"])}, TypeError, "parameter 'w': dtype <U1 cannot be saved"),
+        ([("w", np.zeros(1)), ("w", np.ones(1))], ValueError, "parameter names must be distinct"),
+        ([(1, np.zeros(1))], TypeError, "params[0] must be a (name, Tensor or ndarray) pair, got (1, "),
+    ],
+    ids=["bare-array", "list-value", "object-array", "string-array", "duplicate-name", "int-name"],
+)
+def test_save_parameters_refuses_what_it_cannot_store(params, error, needle, tmp_path, tally) -> None:
+    path = tmp_path / "p.npz"
+    serialization.save_parameters({"w": np.arange(2.0)}, path)
+    before = path.read_bytes()
+    with tally.case():
+        with pytest.raises(error) as info:
+            serialization.save_parameters(params, path)
+        assert needle in str(info.value)
+        assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["p.npz"]
+
+
+def test_a_state_file_is_not_taken_for_parameters(saved, tally) -> None:
+    path, _ = saved
+    with tally.case():
+        with pytest.raises(
+            ValueError, match=r"expected a 'lucid\.parameters' file, found format 'lucid\.optimizer_state_dict'"
+        ):
+            serialization.load_parameters(path)
