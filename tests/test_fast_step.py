@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import select
+import signal
 import subprocess
 import sys
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +338,54 @@ def test_steady_state_step_allocates_only_fixed_scratch(dtype, size) -> None:
     # per-parameter lists for 101 parameters; measured 20-46 KiB in all).
     bound = 2 * 33 * _fast.BLOCK[np.dtype(np.float32)] + 64 * 1024
     assert peak < bound < sum(p.data.nbytes for p in params) / 4, peak
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_threaded_step_works_in_a_forked_child() -> None:
+    """The thread pool is per process: a child forked after a threaded step must not wait on its parent's threads."""
+    rng = np.random.default_rng(2)
+    p = Parameter(rng.standard_normal(LARGE).astype(np.float32))
+    opt = RMSprop([p], lr=1e-2)
+    opt.num_threads = 2
+    p.grad = rng.standard_normal(LARGE).astype(np.float32)
+    opt.step()  # the parent's pool exists now
+    expected = p.data.copy()
+    rmsprop_update(
+        expected,
+        p.grad,
+        opt.state[p]["square_avg"].copy(),
+        None,
+        None,
+        lr=1e-2,
+        alpha=0.99,
+        eps=1e-8,
+        weight_decay=0.0,
+        momentum=0.0,
+        centered=False,
+        maximize=False,
+    )
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork() of a multi-threaded process
+        pid = os.fork()
+    if pid == 0:  # the child: step with 2 threads, report whether the bits are the reference's
+        code = b"2"
+        try:
+            opt.step()
+            code = b"0" if np.array_equal(_bits(p.data), _bits(expected)) else b"1"
+        finally:
+            os.write(write_end, code)
+            os._exit(0)
+    os.close(write_end)
+    ready, _, _ = select.select([read_end], [], [], 60)
+    answer = os.read(read_end, 1) if ready else b""
+    os.close(read_end)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert answer == b"0", (
+        "no answer within 60 s: the child waited on threads it does not have" if not ready else answer
+    )
 
 
 def test_benchmark_quick_mode_runs() -> None:

@@ -85,15 +85,17 @@ def resolve_num_threads(requested: int | None) -> int:
     return n
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
+    """Return the shared pool of ``workers`` threads of this process (a forked child has no threads)."""
+    key = (os.getpid(), workers)
     with _pools_lock:
-        if workers not in _pools:
-            _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="lucid-rmsprop")
-        return _pools[workers]
+        if key not in _pools:
+            _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix="lucid-rmsprop")
+        return _pools[key]
 
 
 # --------------------------------------------------------------------------- hyperparameters
