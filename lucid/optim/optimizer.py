@@ -33,9 +33,7 @@ TORCH_ONLY_GROUP_KEYS = frozenset({"foreach", "capturable", "differentiable", "f
 
 def _describe(value: Any) -> str:
     """Name a value for an error message without dumping a whole array."""
-    if isinstance(value, np.ndarray):
-        return f"ndarray(shape={value.shape}, dtype={value.dtype})"
-    if isinstance(value, Tensor):
+    if isinstance(value, (np.ndarray, Tensor)):
         return f"{type(value).__name__}(shape={value.shape}, dtype={value.dtype})"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."

@@ -193,8 +193,8 @@ class RMSprop(Optimizer):
             if key not in entry:
                 continue
             value = entry[key]
-            if not isinstance(value, np.ndarray):
-                raise TypeError(f"{where}[{key!r}] must be an ndarray, got {_describe(value)}")
+            if not isinstance(value, np.ndarray) or isinstance(value, np.ma.MaskedArray):
+                raise TypeError(f"{where}[{key!r}] must be an ndarray (not masked), got {_describe(value)}")
             if value.shape != param.shape:
                 raise ValueError(f"{where}[{key!r}] has shape {value.shape}, the parameter has {param.shape}")
             if value.dtype != param.dtype:
@@ -218,6 +218,9 @@ class RMSprop(Optimizer):
                 )
         if not isinstance(grad, np.ndarray):
             raise TypeError(f"{where}: .grad must be an ndarray or None, got {_describe(grad)}")
+        if isinstance(grad, np.ma.MaskedArray):
+            raise TypeError(f"{where}: .grad is a masked array; its mask would be ignored, so pass a plain ndarray")
+        grad = np.asarray(grad)  # np.matrix, np.memmap: a plain view, so that * stays elementwise
         if grad.shape != param.shape:
             raise ValueError(f"{where}: .grad has shape {grad.shape}, the parameter has {param.shape}")
         if grad.dtype != param.dtype:

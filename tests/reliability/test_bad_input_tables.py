@@ -164,6 +164,7 @@ GRAD_ROWS: list[tuple[str, Any, Callable[[list[Parameter]], None] | None, type[E
     ("numpy-scalar", np.float64(1.0), None, TypeError, ".grad must be an ndarray or None, got np.float64(1.0)"),
     ("tensor", lucid.tensor(np.float64(1.0)), None, TypeError, "got Tensor(shape=(), dtype=float64)"),
     ("torch-tensor", torch.tensor(1.0, dtype=torch.float64), None, TypeError, "got tensor(1."),
+    ("masked-array", np.ma.masked_array(1.0, mask=True), None, TypeError, ".grad is a masked array; its mask would be ignored"),
     ("param-data-int", np.array(1), _replace_data(np.array(1)), TypeError, "the parameter's data is ndarray(shape=(), dtype=int64)"),
     ("param-data-reshaped", np.ones(2), _replace_data(np.ones(2)), ValueError, "state['square_avg'] is ndarray(shape=()"),
 ]  # fmt: skip
@@ -186,6 +187,23 @@ def test_bad_gradient_refuses_the_whole_step(grad, setup, error, needle, tally, 
             opt.step()
         assert "param_groups[1]['params'][0]" in _message(info.value) and needle in _message(info.value)
         assert snap(opt, params) == before
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")  # NumPy's own warning on np.matrix
+def test_matrix_and_memmap_gradients_step_like_plain_arrays(tmp_path) -> None:
+    """ndarray subclasses whose arithmetic differs (np.matrix: * is a matrix product) are used as plain arrays."""
+    grad = np.arange(9.0).reshape(3, 3) - 4
+    mapped = np.memmap(tmp_path / "g.bin", dtype=np.float64, mode="w+", shape=(3, 3))
+    mapped[...] = grad
+    results = []
+    for g in (grad, np.asmatrix(grad), mapped):
+        p = Parameter(np.ones((3, 3)))
+        opt = RMSprop([p], momentum=0.9, centered=True, weight_decay=0.1)
+        for _ in range(2):
+            p.grad = g
+            opt.step()
+        results.append(p.data.tobytes())
+    assert results[1] == results[0] and results[2] == results[0]
 
 
 @pytest.mark.parametrize(
@@ -280,8 +298,9 @@ LOAD_ROWS: list[tuple[str, Callable[[dict[str, Any]], Any], type[Exception], str
     ("buffer-flat", _set(("state", 0, "square_avg"), np.zeros(6)), ValueError, "['square_avg'] has shape (6,)"),
     ("buffer-dtype", _set(("state", 1, "square_avg"), np.zeros(4, np.float32)), TypeError, "['state'][1]['square_avg'] has dtype float32, the parameter has float64"),
     ("buffer-big-endian", _set(("state", 1, "square_avg"), np.zeros(4, ">f8")), TypeError, "has dtype >f8"),
-    ("buffer-list", _set(("state", 1, "square_avg"), [0.0] * 4), TypeError, "['square_avg'] must be an ndarray, got [0.0, 0.0, 0.0, 0.0]"),
-    ("buffer-torch", _set(("state", 1, "square_avg"), torch.zeros(4, dtype=torch.float64)), TypeError, "must be an ndarray, got tensor("),
+    ("buffer-list", _set(("state", 1, "square_avg"), [0.0] * 4), TypeError, "['square_avg'] must be an ndarray (not masked), got [0.0, 0.0, 0.0, 0.0]"),
+    ("buffer-masked", _set(("state", 1, "square_avg"), np.ma.masked_array(np.zeros(4), mask=[1, 0, 0, 0])), TypeError, "['square_avg'] must be an ndarray (not masked), got MaskedArray"),
+    ("buffer-torch", _set(("state", 1, "square_avg"), torch.zeros(4, dtype=torch.float64)), TypeError, "must be an ndarray (not masked), got tensor("),
     ("missing-momentum_buffer", _drop(("state", 2, "momentum_buffer")), KeyError, "['state'][2]: missing 'momentum_buffer'"),
     ("missing-grad_avg", _drop(("state", 2, "grad_avg")), KeyError, "['state'][2]: missing 'grad_avg'"),
     ("missing-square_avg", _drop(("state", 0, "square_avg")), KeyError, "missing 'square_avg'"),
