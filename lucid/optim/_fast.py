@@ -347,7 +347,8 @@ def _fma64_into(out: NDArray[np.float64], a: Any, b: Any, c: Any, s: _Scratch) -
         np.bitwise_xor(vbits, e.view(np.int64), out=key)
         np.right_shift(key, 63, out=key)  # 0 (same sign) or -1
         np.bitwise_or(key, 1, out=key)  # +1 or -1
-        np.add(vbits, key, out=vbits, where=move)
+        np.multiply(key, move, out=key)  # 0 where v stays (ufunc where= costs ~3 ns/element here)
+        np.add(vbits, key, out=vbits)
     np.add(th, v, out=th)  # RN(th + RO(tl + ul))
     np.isfinite(th, out=finite)
     fix = None
