@@ -105,7 +105,10 @@ class RMSprop(Optimizer):
     (when centered), arrays of the parameter's shape and dtype.  If momentum or
     centering is switched on after state exists, the missing buffer starts at
     zero (torch raises a ``KeyError`` there).  Complex parameters are updated
-    as pairs of reals, as torch does.
+    as torch's default CPU path (``foreach=False``) updates them: the weight
+    decay in complex arithmetic, then everything else on (real, imaginary)
+    pairs.  (torch's ``foreach=True`` path decays the pairs instead, which can
+    differ by one rounding, and by NaN where a part is infinite.)
 
     Examples
     --------
