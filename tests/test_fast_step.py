@@ -139,6 +139,21 @@ def test_fast_step_equals_reference_bitwise(centered, momentum, weight_decay, ma
         assert state["step"] == (steps - 1 if i in (4, len(SHAPES) + 5) else steps)
 
 
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128], ids=lambda d: np.dtype(d).name)
+def test_complex_parameters_beside_real_ones_take_the_reference(dtype) -> None:
+    rng = np.random.default_rng(4)
+    real = np.float32 if dtype == np.complex64 else np.float64
+    shapes = [(5,), (3, 4), (_fast.SMALL + 7,)]
+    values = [(rng.standard_normal(s) + 1j * rng.standard_normal(s)).astype(dtype) for s in shapes]
+    values += [rng.standard_normal(s).astype(real) for s in shapes]
+    grads = [[(rng.standard_normal(v.shape) * (1 + 1j if v.dtype.kind == "c" else 1)).astype(v.dtype) for v in values]]
+    hyper = dict(alpha=0.9, eps=1e-8, weight_decay=0.1, momentum=0.5, centered=True, maximize=True)
+    expected, _ = _reference_run(values, grads, hyper, [1e-2])
+    params, _ = _lucid_run(values, grads, hyper, [1e-2])
+    for i, (p, e) in enumerate(zip(params, expected)):
+        assert_bitwise_equal(p.data.view(real), e.view(real), f"param {i} {p.dtype}")
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_thread_count_does_not_change_bits(threads: int) -> None:
     dtype = np.float32
