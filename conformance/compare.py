@@ -78,6 +78,9 @@ class StepScales:
     grad_avg: NDArray[np.float64] | None
     momentum_buffer: NDArray[np.float64] | None
     param: NDArray[np.float64]
+    #: ``(1 + kappa) / avg``: how strongly the update ``q = g / avg`` responds to a
+    #: change in the decayed gradient (bounds error feedback through weight decay).
+    sensitivity: NDArray[np.float64] | None = None
 
 
 def step_scales(
@@ -110,7 +113,8 @@ def step_scales(
         else:
             kappa = np.ones_like(v1)
             root = np.sqrt(np.abs(v1))
-        s_q = np.where(G == 0, 0.0, G / (root + hyper.eps) * (1 + kappa))
+        sensitivity = (1 + kappa) / (root + hyper.eps)
+        s_q = np.where(G == 0, 0.0, G * sensitivity)
         s_b = None
         if hyper.momentum > 0:
             b0 = np.abs(state0.get("momentum_buffer", np.zeros_like(param0)).astype(f))
@@ -118,7 +122,7 @@ def step_scales(
             s_p = p0 + hyper.lr * s_b
         else:
             s_p = p0 + hyper.lr * s_q
-    return StepScales(square_avg=s_v, grad_avg=s_ga, momentum_buffer=s_b, param=s_p)
+    return StepScales(square_avg=s_v, grad_avg=s_ga, momentum_buffer=s_b, param=s_p, sensitivity=sensitivity)
 
 
 def normalised_error(

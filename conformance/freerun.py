@@ -12,7 +12,15 @@ accumulated local errors, propagated through the state:
   halved by the root and amplified by the conditioning ``kappa``; hence a factor
   ``1 + kappa / (1 - alpha)`` on the update's share of ``S_p``;
 * an error in the momentum buffer decays by ``mu`` and enters every later
-  parameter update, a factor ``1 / (1 - mu)``.
+  parameter update, a factor ``1 / (1 - mu)``;
+* with weight decay the gradient *does* depend on the parameter, ``g + wd p``,
+  so an error ``e`` in ``p`` changes the next update by up to
+  ``rho_t e``, ``rho_t = lr wd (1 + kappa_t) / (avg_t (1 - mu))`` (the same
+  ``(1 + kappa) / avg`` sensitivity of ``q = g / avg`` to ``g`` as in ``S_q``):
+  the accumulated bound is carried forward as ``E_{t+1} = (1 + rho_t) E_t +
+  local_t``.  Where ``rho_t`` is large (a tiny ``avg``: gradients and eps far
+  below ``wd |p|``) the dynamics amplify any difference, the free-running bound
+  grows accordingly and only the lockstep check judges those steps.
 
 Summing over the steps, ``|p_N - p'_N| <= 2 k u sum_t [|p_t| + lr S_{q,t} (1 +
 kappa_t / (1 - alpha)) / (1 - mu)]`` for two sides (:data:`FREE_RUN_BOUND` =
@@ -122,7 +130,10 @@ def run_free(
                     share = scales.param - np.abs(record.param0.astype(np.float64))
                     kappa_factor = 1 + 1 / (1 - current.alpha) if current.alpha < 1 else np.inf
                     momentum_factor = 1 / (1 - current.momentum) if current.momentum < 1 else np.inf
-                    accumulated[i] = accumulated[i] + (
+                    growth = 1.0
+                    if current.weight_decay > 0:
+                        growth = 1 + current.lr * current.weight_decay * scales.sensitivity * momentum_factor
+                    accumulated[i] = accumulated[i] * growth + (
                         np.abs(record.param0.astype(np.float64)) + share * kappa_factor * momentum_factor
                     )
             finite = np.isfinite(ours) & np.isfinite(theirs)
