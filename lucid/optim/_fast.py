@@ -18,11 +18,12 @@ module computes *the same bits* with less memory traffic:
   reference :func:`lucid._fma.fma` (the argument is at :func:`_fma32_into`).
 
 The formula is in one place, :func:`_update_block`, line by line beside the
-reference's.  Complex and non-contiguous parameters take the reference path.
+reference's.  Complex parameters, and large parameters whose arrays are not
+C-contiguous, take the reference path.
 
-Thread count: ``RMSprop.num_threads`` (attribute or ``num_threads=`` on the
-instance), else the environment variable ``LUCID_NUM_THREADS``, else the
-number of CPUs this process may run on, at most :data:`MAX_DEFAULT_THREADS`.
+Thread count: ``RMSprop.num_threads`` (a class or instance attribute), else the
+environment variable ``LUCID_NUM_THREADS``, else the number of CPUs this
+process may run on, at most :data:`MAX_DEFAULT_THREADS`.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ __all__ = ["MAX_DEFAULT_THREADS", "FastStep", "resolve_num_threads"]
 #: 4 MiB (float32: 3 float32, 2 float64 and 1 int64 scratch arrays; float64's exact
 #: FMA: 10 float64 and 1 int64), resident in L2 and the shared L3.  Measured on the
 #: 2-core EPYC (CPU time of a 16M step): float32 63 / 54 / 52 ms at 16384 / 65536 /
-#: 131072 elements, float64 285 / 239 / 223 ms at 8192 / 16384 / 65536; smaller
-#: blocks pay NumPy's per-call overhead (~0.4 us) on every one of ~15-60 passes.
+#: 131072 elements, float64 285 / 239 / 240 / 223 ms at 8192 / 16384 / 32768 / 65536
+#: (32768 keeps float64 near 4 MiB too); smaller blocks pay NumPy's per-call
+#: overhead (~0.4 us) on every one of ~15-60 passes.
 BLOCK = {np.dtype(np.float32): 65536, np.dtype(np.float64): 32768}
 #: Parameters with fewer elements than this are updated together from flat storage.
 SMALL = 8192
