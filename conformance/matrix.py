@@ -121,6 +121,12 @@ class TorchImpl:
 
 
 #: Implementations per device: on CUDA both ``foreach`` paths, captured, with a tensor lr.
+#: The lockstep bound (16 = 2 x 8 roundings, :mod:`conformance.compare`) covers the
+#: captured path too: it trades the fused ``param.add_(buf, alpha=-lr)`` for an unfused
+#: multiply and add (+1 rounding) and ``addcdiv(value=-lr)`` for ``avg / -lr`` then a
+#: quotient (same count), while CUDA's square root is correctly rounded (-1 against
+#: MKL's one-ULP root), so torch's longest path stays at 8 roundings.  (Not yet run
+#: on a GPU from this repository: no GPU machine was lent when this was written.)
 IMPLS: dict[str, tuple[TorchImpl, ...]] = {
     "cpu": tuple(TorchImpl(foreach) for foreach in TORCH_IMPLS),
     "cuda": tuple(TorchImpl(foreach, capturable=True, tensor_lr=True) for foreach in TORCH_IMPLS),
