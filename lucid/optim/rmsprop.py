@@ -19,6 +19,7 @@ __all__ = ["RMSprop"]
 _REAL_HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum")
 _BOOL_HYPERPARAMETERS = ("centered", "maximize")
 _BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
+_STATE_KEYS = frozenset({"step", *_BUFFERS})
 #: Group keys kept but not used by the step: torch's LR schedulers write ``initial_lr``.
 _BOOKKEEPING_KEYS = ("initial_lr",)
 _GROUP_KEYS = frozenset(_REAL_HYPERPARAMETERS + _BOOL_HYPERPARAMETERS + _BOOKKEEPING_KEYS)
@@ -205,6 +206,34 @@ class RMSprop(Optimizer):
             checked[key] = np.array(value, copy=True)
         return checked
 
+    def _plain_grad(self, param: Tensor) -> np.ndarray | None:
+        """Return ``param.grad`` if it passes :meth:`_checked_grad` trivially, else None.
+
+        The common case, a plain ndarray gradient matching a plain ndarray
+        parameter whose state buffers match too, costs a few attribute reads
+        here; anything else goes through the full check and its messages.
+        """
+        grad, data = param.grad, param.data
+        if not (
+            type(grad) is np.ndarray
+            and type(data) is np.ndarray
+            and grad.shape == data.shape
+            and grad.dtype == data.dtype
+            and data.dtype.kind in "fc"
+        ):
+            return None
+        state = self.state.get(param)
+        if state:
+            for key in _BUFFERS:
+                buf = state.get(key)
+                if buf is not None and (
+                    type(buf) is not np.ndarray or buf.shape != data.shape or buf.dtype != data.dtype
+                ):
+                    return None
+            if not state.keys() <= _STATE_KEYS:
+                return None
+        return grad
+
     def _checked_grad(self, param: Tensor, where: str) -> np.ndarray:
         """Return ``param.grad`` after checking it can update ``param``."""
         grad = param.grad
@@ -274,7 +303,10 @@ class RMSprop(Optimizer):
         for gi, group in enumerate(self.param_groups):
             for pi, param in enumerate(group["params"]):
                 if param.grad is not None:
-                    work.append((group, param, self._checked_grad(param, f"param_groups[{gi}]['params'][{pi}]")))
+                    grad = self._plain_grad(param)
+                    if grad is None:
+                        grad = self._checked_grad(param, f"param_groups[{gi}]['params'][{pi}]")
+                    work.append((group, param, grad))
         threads = resolve_num_threads(self.num_threads)  # a bad count is refused before anything changes
         updates = []
         for group, param, grad in work:
