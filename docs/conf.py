@@ -74,19 +74,6 @@ def _measure_figure(app: object) -> None:
     textbook_vs_torch.main(HERE / "_generated")
 
 
-#: The performance page is written with the benchmarks; index.md gets a
-#: toctree entry for it only when it exists, so the build never warns about it.
-PERFORMANCE_MARKER = '<!-- conf.py inserts a "Performance" toctree here once docs/performance.md exists. -->'
-PERFORMANCE_TOCTREE = "```{toctree}\n:caption: Performance\n\nperformance\n```\n"
-
-
-def _add_performance_page(app: object, docname: str, source: list[str]) -> None:
-    """Put ``performance`` into the index's toctree when ``performance.md`` exists."""
-    if docname == "index" and (HERE / "performance.md").exists():
-        source[0] = source[0].replace(PERFORMANCE_MARKER, PERFORMANCE_TOCTREE)
-
-
 def setup(app: object) -> None:
-    """Regenerate the measured figure before reading the sources; wire the performance page."""
+    """Regenerate the measured figure before reading the sources."""
     app.connect("builder-inited", _measure_figure)
-    app.connect("source-read", _add_performance_page)
