@@ -2,7 +2,8 @@
 
 Build with ``tox -e docs`` (HTML with warnings as errors, then every code
 example through ``sphinx.ext.doctest``).  The figure of the RMSprop page is
-measured at build time by ``scripts/textbook_vs_torch.py``.
+measured at build time by ``scripts/textbook_vs_torch.py``; the drift page's
+figures are drawn from the committed baseline in ``baselines/``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,27 @@ def _measure_figure(app: object) -> None:
     textbook_vs_torch.main(HERE / "_generated")
 
 
+#: The committed drift baseline whose figures the drift page shows.
+BASELINE = HERE.parent / "baselines" / "cpu-avx512-torch2.13.0.json"
+
+
+def _draw_baseline_figures(app: object) -> None:
+    """Draw the drift report's figures of the committed baseline into ``_generated/``."""
+    from conformance.report import figures
+    from conformance.report.schema import load
+
+    result = load(BASELINE)
+    out = HERE / "_generated"
+    out.mkdir(exist_ok=True)
+    for name, draw in (
+        ("drift-heatmaps.png", figures.heatmaps),
+        ("drift-ulp.png", figures.ulp_histograms),
+        ("drift-error-vs-step.png", figures.error_vs_step),
+    ):
+        (out / name).write_bytes(figures.to_png(draw(result)))
+
+
 def setup(app: object) -> None:
-    """Regenerate the measured figure before reading the sources."""
+    """Regenerate the measured figures before reading the sources."""
     app.connect("builder-inited", _measure_figure)
+    app.connect("builder-inited", _draw_baseline_figures)
