@@ -39,6 +39,7 @@ __all__ = [
     "Hyper",
     "StepScales",
     "nonfinite_mismatch",
+    "nonfinite_mismatch_mask",
     "normalised_error",
     "step_scales",
     "unit_roundoff",
@@ -146,11 +147,16 @@ def normalised_error(
     return np.where(finite & np.isfinite(scale), err, 0.0)
 
 
-def nonfinite_mismatch(candidate: NDArray[Any], reference: NDArray[Any]) -> int:
-    """Count elements where NaN / +Inf / -Inf positions differ between the sides."""
+def nonfinite_mismatch_mask(candidate: NDArray[Any], reference: NDArray[Any]) -> NDArray[np.bool_]:
+    """Per element, whether the sides differ in being NaN, +Inf, -Inf or finite."""
 
     def kind(x: NDArray[Any]) -> NDArray[np.int8]:
         x = np.asarray(x, dtype=np.float64)
         return np.select([np.isnan(x), x == np.inf, x == -np.inf], [1, 2, 3], 0).astype(np.int8)
 
-    return int(np.count_nonzero(kind(candidate) != kind(reference)))
+    return kind(candidate) != kind(reference)
+
+
+def nonfinite_mismatch(candidate: NDArray[Any], reference: NDArray[Any]) -> int:
+    """Count elements where NaN / +Inf / -Inf positions differ between the sides."""
+    return int(np.count_nonzero(nonfinite_mismatch_mask(candidate, reference)))

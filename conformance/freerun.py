@@ -27,7 +27,18 @@ kappa_t / (1 - alpha)) / (1 - mu)]`` for two sides (:data:`FREE_RUN_BOUND` =
 ``2 k`` = 16 in those units).  It grows linearly with ``N``: the worst case of
 errors that all have one sign.  Honest rounding errors have random signs and
 grow like ``sqrt(N)``; a systematic bias grows like ``N``, and
-:attr:`FreeRunResult.growth_exponent` estimates which.
+:attr:`FreeRunResult.growth_exponent` estimates which (measured: too noisy
+over 100 steps to judge by, so it is reported, not checked; the sign test in
+:mod:`conformance.checks` catches a bias).
+
+NaN/Inf positions.  Free-running sides are not fed identical inputs, so where
+the dynamics blow up (an unstable lr / weight decay / centered combination) one
+honest side can overflow, or take the root of a variance that rounded below
+zero, a step before the other.  A NaN/Inf mismatch therefore counts only where
+the bound still pins the value: ``16 u E`` finite, no larger than the finite
+side's magnitude, and not reaching the overflow threshold.  Elsewhere it is
+counted in :attr:`FreeRunResult.nonfinite_excused` (the lockstep check, with
+identical inputs, judges those steps strictly).
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from conformance.compare import Hyper, nonfinite_mismatch, step_scales, unit_roundoff
+from conformance.compare import Hyper, nonfinite_mismatch_mask, step_scales, unit_roundoff
 from conformance.runners import LockstepPair
 
 __all__ = ["FREE_RUN_BOUND", "FreeRunResult", "run_free"]
@@ -60,12 +71,16 @@ class FreeRunResult:
     relative : list of float
         Per step, ``max |p_lucid - p_torch| / max |p_torch|`` (what a user sees).
     nonfinite_mismatches : int
-        Elements whose NaN/Inf pattern differed, summed over steps.
+        Elements whose NaN/Inf pattern differed where the bound still pinned
+        the value, summed over steps.
+    nonfinite_excused : int
+        Pattern differences where it no longer did (see the module docstring).
     """
 
     normalised: list[float] = field(default_factory=list)
     relative: list[float] = field(default_factory=list)
     nonfinite_mismatches: int = 0
+    nonfinite_excused: int = 0
 
     @property
     def max_normalised(self) -> float:
@@ -123,7 +138,6 @@ def run_free(
             if ours.shape != theirs.shape:
                 result.nonfinite_mismatches += theirs.size or 1
                 continue
-            result.nonfinite_mismatches += nonfinite_mismatch(ours, theirs)
             if record.grad is not None:
                 scales = step_scales(current, record.param0, record.grad, record.torch_state0, record.torch_state)
                 with np.errstate(all="ignore"):
@@ -136,6 +150,7 @@ def run_free(
                     accumulated[i] = accumulated[i] * growth + (
                         np.abs(record.param0.astype(np.float64)) + share * kappa_factor * momentum_factor
                     )
+            _count_nonfinite(result, ours, theirs, accumulated[i])
             finite = np.isfinite(ours) & np.isfinite(theirs)
             if not finite.any():
                 continue
@@ -151,3 +166,17 @@ def run_free(
         result.normalised.append(worst_norm)
         result.relative.append(worst_rel)
     return result
+
+
+def _count_nonfinite(result: FreeRunResult, ours: NDArray[Any], theirs: NDArray[Any], scale: NDArray[Any]) -> None:
+    """Add this step's NaN/Inf pattern differences to ``result``, pinned or excused (module docstring)."""
+    mismatch = nonfinite_mismatch_mask(ours, theirs)
+    if not mismatch.any():
+        return
+    top = float(np.finfo(theirs.dtype).max)
+    with np.errstate(all="ignore"):
+        allowed = FREE_RUN_BOUND * unit_roundoff(theirs.dtype) * np.broadcast_to(scale, ours.shape)
+        value = np.abs(np.where(np.isfinite(theirs), theirs, ours).astype(np.float64))
+        pinned = np.isfinite(allowed) & (allowed <= value) & (value + allowed < top)
+    result.nonfinite_mismatches += int(np.count_nonzero(mismatch & pinned))
+    result.nonfinite_excused += int(np.count_nonzero(mismatch & ~pinned))
