@@ -166,9 +166,7 @@ class Tensor:
             raise RuntimeError("backward() called on a tensor that does not require grad")
         if gradient is None:
             if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward() without a gradient needs a scalar result, got shape {self.shape}"
-                )
+                raise RuntimeError(f"backward() without a gradient needs a scalar result, got shape {self.shape}")
             seed = np.ones_like(self.data)
         else:
             seed = np.broadcast_to(np.asarray(gradient, dtype=self.data.dtype), self.shape)

@@ -102,9 +102,7 @@ def test_bad_hyperparameters_are_refused(kwargs, error, match) -> None:
 
 
 def test_numpy_scalars_and_one_element_arrays_are_accepted() -> None:
-    opt = RMSprop(
-        _params(), lr=np.float32(0.5), alpha=np.array(0.9), momentum=np.int64(0), centered=np.bool_(True)
-    )
+    opt = RMSprop(_params(), lr=np.float32(0.5), alpha=np.array(0.9), momentum=np.int64(0), centered=np.bool_(True))
     group = opt.param_groups[0]
     assert group["lr"] == 0.5 and type(group["lr"]) is float and group["alpha"] == 0.9
     assert group["centered"] is True

@@ -24,8 +24,7 @@ def _grads(dtype, seed: int) -> list[list[np.ndarray | None]]:
     """Per step, one gradient per parameter; the scalar parameter has none on odd steps."""
     streams = [gradient_stream("normal", 0.1, s, dtype, STEPS, seed + i) for i, s in enumerate(SHAPES)]
     return [
-        [g if not (i == 1 and step % 2) else None for i, g in enumerate(gs)]
-        for step, gs in enumerate(zip(*streams))
+        [g if not (i == 1 and step % 2) else None for i, g in enumerate(gs)] for step, gs in enumerate(zip(*streams))
     ]
 
 
