@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "scripts"))
 
 import textbook_vs_torch  # noqa: E402  (needs the path above)
+from sphinx.ext.napoleon.docstring import NumpyDocstring  # noqa: E402
 
 import lucid  # noqa: E402
 
@@ -52,6 +53,22 @@ napoleon_use_ivar = True
 # properties documented here (an ambiguous reference is a warning).
 napoleon_preprocess_types = True
 napoleon_type_aliases = {"dtype": "numpy.dtype", "ndarray": "numpy.ndarray"}
+
+
+def _attribute_docstring_whole(self: NumpyDocstring) -> list[str]:
+    """Render an attribute's or property's docstring as written.
+
+    napoleon reads the first line of such a docstring as Google style's
+    ``type: description`` and splits it at the first colon.  This project
+    gives types as annotations and writes sentences with colons
+    ("Allowed rise ...: one ULP"), which that rule turned into a bogus "Type"
+    field, so the whole docstring is kept as the description.
+    """
+    descs = [self._lines.next(), *self._dedent(self._consume_to_end())]
+    return self._format_field("", "", self.__class__(descs, self._config).lines())
+
+
+NumpyDocstring._parse_attribute_docstring = _attribute_docstring_whole
 
 # Sphinx's default also sets IGNORE_EXCEPTION_DETAIL; without it, the error
 # messages the pages show are checked too.
