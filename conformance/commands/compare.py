@@ -43,8 +43,11 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     baseline_path = Path(args.baseline)
-    if baseline_path.is_dir():
+    # A directory, or a path that names no .json file: the baselines folder, created on update.
+    if baseline_path.is_dir() or (not baseline_path.exists() and baseline_path.suffix != ".json"):
         baseline_path = baseline_path / baseline_name(current)
+        if args.update_baseline:
+            baseline_path.parent.mkdir(parents=True, exist_ok=True)
     if args.update_baseline and not baseline_path.exists():
         atomic_write(baseline_path, dumps(current))
         print(f"created baseline {baseline_path}")

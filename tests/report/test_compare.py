@@ -105,6 +105,15 @@ def test_update_baseline_and_baseline_directory(tmp_path, tiny_result, capsys):
     assert main(["compare", str(directory), str(current)]) == 0
 
 
+def test_update_baseline_into_a_directory_not_yet_made(tmp_path, tiny_result):
+    current = tmp_path / "current.json"
+    current.write_text(dumps(tiny_result))
+    directory = tmp_path / "new" / "baselines"
+    assert main(["compare", str(directory), str(current), "--update-baseline"]) == 0
+    assert directory.is_dir()  # not a file named like the directory
+    assert (directory / baseline_name(tiny_result)).read_text() == current.read_text()
+
+
 @pytest.mark.parametrize("bad", ["missing.json", "notjson"])
 def test_unreadable_inputs_exit_2(tmp_path, bad, capsys):
     path = tmp_path / bad
