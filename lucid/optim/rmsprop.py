@@ -80,9 +80,9 @@ class RMSprop(Optimizer):
 
     Notes
     -----
-    Refused, as torch refuses them: negative ``lr``, ``eps``, ``momentum``,
-    ``weight_decay`` or ``alpha``.  Refused, where torch accepts them: NaN or
-    infinite hyperparameters, ``alpha > 1``, a non-number (``TypeError``), a
+    Refused, as torch refuses them: negative or NaN ``lr``, ``eps``,
+    ``momentum``, ``weight_decay`` or ``alpha``.  Refused, where torch accepts
+    them: infinite hyperparameters, ``alpha > 1``, a non-number (``TypeError``), a
     non-bool ``centered`` or ``maximize``, and a param group key that is not a
     hyperparameter (``TypeError``: a typo such as ``weight_decy`` would
     otherwise be ignored silently).  ``initial_lr``, which torch's schedulers
