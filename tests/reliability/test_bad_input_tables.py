@@ -161,7 +161,7 @@ GRAD_ROWS: list[tuple[str, Any, Callable[[list[Parameter]], None] | None, type[E
     ("object", np.array(None, dtype=object), None, TypeError, ".grad has dtype object"),
     ("python-float", 1.0, None, TypeError, ".grad must be an ndarray or None, got 1.0"),
     ("list", [1.0], None, TypeError, ".grad must be an ndarray or None, got [1.0]"),
-    ("numpy-scalar", np.float64(1.0), None, TypeError, ".grad must be an ndarray or None, got np.float64(1.0)"),
+    ("numpy-scalar", np.float64(1.0), None, TypeError, f".grad must be an ndarray or None, got {np.float64(1.0)!r}"),  # repr differs on NumPy 1 and 2
     ("tensor", lucid.tensor(np.float64(1.0)), None, TypeError, "got Tensor(shape=(), dtype=float64)"),
     ("torch-tensor", torch.tensor(1.0, dtype=torch.float64), None, TypeError, "got tensor(1."),
     ("masked-array", np.ma.masked_array(1.0, mask=True), None, TypeError, ".grad is a masked array; its mask would be ignored"),
