@@ -124,11 +124,8 @@ def _pair_options(scenario: Scenario) -> dict[str, Any]:
         "group_of": scenario.group_of,
         "capturable": case.impl.capturable,
         "tensor_lr": case.impl.tensor_lr,
+        "lr_factors": {scenario.lr_change[0]: scenario.lr_change[1]} if scenario.lr_change else {},
     }
-
-
-def _lr_factors(scenario: Scenario) -> dict[int, float]:
-    return {scenario.lr_change[0]: scenario.lr_change[1]} if scenario.lr_change else {}
 
 
 def _lockstep(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
@@ -140,7 +137,6 @@ def _lockstep(scenario: Scenario, optimizer_class: type | None) -> list[CheckOut
         grads,
         foreach=case.impl.foreach,
         optimizer_class=optimizer_class,
-        lr_factors=_lr_factors(scenario),
         **_pair_options(scenario),
     )
     worst = ", ".join(f"{k} {v:.3g} (step {result.worst_step[k]})" for k, v in sorted(result.worst.items()))
@@ -171,7 +167,6 @@ def _freerun(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutc
         grads,
         foreach=scenario.matrix_case.impl.foreach,
         optimizer_class=optimizer_class,
-        lr_factors=_lr_factors(scenario),
         **_pair_options(scenario),
     )
     worst_step = int(np.argmax(result.normalised)) if result.normalised else 0
@@ -231,15 +226,11 @@ def sign_statistic(
     exact update non-zero (an element the step does not move is exact on both
     sides and carries no information).
     """
-    lr_factors = pair_options.pop("lr_factors", None) or {}
-    if optimizer_class is not None:
-        pair_options["optimizer_class"] = optimizer_class
-    pair = LockstepPair(list(params0), pair_options.pop("hyper", Hyper()), foreach, **pair_options)
+    pair = LockstepPair(list(params0), pair_options.pop("hyper", Hyper()), foreach, optimizer_class, **pair_options)
     above_l = above_t = n = 0
     extra = oracle_precision_bits(params0[0].dtype) if params0 else 0
     for step, step_grads in enumerate(grads):
-        if step in lr_factors:
-            pair.scale_lr(lr_factors[step])
+        pair.apply_schedule(step)
         pair.sync_lucid_to_torch()
         for rec in pair.step(list(step_grads)):
             if step < warmup or rec.grad is None or rec.lucid_param.shape != rec.torch_param.shape:
@@ -263,7 +254,6 @@ def _sign(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome
         optimizer_class,
         foreach=scenario.matrix_case.impl.foreach,
         hyper=scenario.hypers[0],
-        lr_factors=_lr_factors(scenario),
         **_pair_options(scenario),
     )
     if not stat.judged:
@@ -340,13 +330,11 @@ def _torch_only_keys(sd: dict[str, Any], opt: torch.optim.Optimizer) -> dict[str
     return sd
 
 
-def _continue(pair: LockstepPair, grads: Sequence[Sequence[Any]], start: int, scenario: Scenario) -> LockstepResult:
+def _continue(pair: LockstepPair, grads: Sequence[Sequence[Any]], start: int) -> LockstepResult:
     """Continue both sides; the first step without re-syncing (it uses the loaded state), the rest in lockstep."""
     result = LockstepResult()
-    factors = _lr_factors(scenario)
     for step in range(start, len(grads)):
-        if step in factors:
-            pair.scale_lr(factors[step])
+        pair.apply_schedule(step)
         if step > start:
             pair.sync_lucid_to_torch()
         for rec in pair.step(list(grads[step])):
@@ -370,11 +358,9 @@ def _continuation_problem(res: LockstepResult) -> str:
     )
 
 
-def _run_free_to(pair: LockstepPair, grads: Sequence[Sequence[Any]], stop: int, scenario: Scenario) -> None:
-    factors = _lr_factors(scenario)
+def _run_free_to(pair: LockstepPair, grads: Sequence[Sequence[Any]], stop: int) -> None:
     for step in range(stop):
-        if step in factors:
-            pair.scale_lr(factors[step])
+        pair.apply_schedule(step)
         pair.step(list(grads[step]))
 
 
@@ -392,7 +378,7 @@ def _state_dict(scenario: Scenario, optimizer_class: type | None) -> list[CheckO
     with tempfile.TemporaryDirectory(prefix="conformance-") as tmp:
         # 1. Layout, keys, step and hyperparameters against torch after the same steps.
         pair = fresh(params0)
-        _run_free_to(pair, grads, split, scenario)
+        _run_free_to(pair, grads, split)
         ours: dict[str, Any] | None = None
 
         def layout() -> list[str]:
@@ -406,7 +392,7 @@ def _state_dict(scenario: Scenario, optimizer_class: type | None) -> list[CheckO
             """Problems after a mid-run load; if none, the continuation must agree (first step unsynced)."""
             if after_load:
                 return after_load
-            res = _continue(nxt, grads, split, scenario)
+            res = _continue(nxt, grads, split)
             return [] if res.passed(LOCKSTEP_BOUND) else [_continuation_problem(res)]
 
         # 2. torch -> candidate mid-run, through torch.save / torch.load(weights_only=True).
@@ -444,13 +430,13 @@ def _state_dict(scenario: Scenario, optimizer_class: type | None) -> list[CheckO
         # 4. candidate -> file -> fresh candidate, continued: bit-identical to an uninterrupted run.
         def lucid_roundtrip() -> list[str]:
             whole = fresh(params0)
-            _run_lucid(whole, grads, 0, len(grads), scenario)
+            _run_lucid(whole, grads, 0, len(grads))
             part = fresh(params0)
-            _run_lucid(part, grads, 0, split, scenario)
+            _run_lucid(part, grads, 0, split)
             saved = statedict.lucid_file_roundtrip(part.lucid_opt.state_dict(), tmp)
             resumed = fresh([p.data for p in part.lucid_params])
             resumed.lucid_opt.load_state_dict(saved)
-            _run_lucid(resumed, grads, split, len(grads), scenario)
+            _run_lucid(resumed, grads, split, len(grads))
             problems = [
                 f"param {i} differs in {int(np.count_nonzero(_bits(a.data) != _bits(b.data)))} elements"
                 for i, (a, b) in enumerate(zip(whole.lucid_params, resumed.lucid_params))
@@ -464,8 +450,8 @@ def _state_dict(scenario: Scenario, optimizer_class: type | None) -> list[CheckO
     return out
 
 
-def _run_lucid(pair: LockstepPair, grads: Sequence[Sequence[Any]], start: int, stop: int, scenario: Scenario) -> None:
-    factors = _lr_factors(scenario)
+def _run_lucid(pair: LockstepPair, grads: Sequence[Sequence[Any]], start: int, stop: int) -> None:
+    factors = pair.lr_factors
     for step in range(start, stop):
         if step in factors:  # the lr the schedule would set; Lucid side only
             for group in pair.lucid_opt.param_groups:

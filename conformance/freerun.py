@@ -120,17 +120,11 @@ def run_free(
 
     Parameters are as for :func:`conformance.lockstep.run_lockstep`.
     """
-    lr_factors: dict[int, float] = pair_options.pop("lr_factors", None) or {}
-    if optimizer_class is not None:
-        pair_options["optimizer_class"] = optimizer_class
-    pair = LockstepPair(list(params0), hyper, foreach, **pair_options)
+    pair = LockstepPair(list(params0), hyper, foreach, optimizer_class, lr_schedule=lr_schedule, **pair_options)
     result = FreeRunResult()
     accumulated = [np.zeros(np.shape(p)) for p in params0]
     for step, step_grads in enumerate(grads):
-        if lr_schedule and step in lr_schedule:
-            pair.set_lr(lr_schedule[step])
-        if step in lr_factors:
-            pair.scale_lr(lr_factors[step])
+        pair.apply_schedule(step)
         worst_norm = worst_rel = 0.0
         for i, record in enumerate(pair.step(list(step_grads))):
             ours, theirs = record.lucid_param, record.torch_param

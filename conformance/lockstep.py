@@ -143,17 +143,10 @@ def run_lockstep(
         ``lr_factors`` (``{step: factor}``, every group's lr multiplied before
         that step).
     """
-    lr_factors: dict[int, float] = pair_options.pop("lr_factors", None) or {}
-    if optimizer_class is not None:
-        pair_options["optimizer_class"] = optimizer_class
-    pair = LockstepPair(list(params0), hyper, foreach, **pair_options)
+    pair = LockstepPair(list(params0), hyper, foreach, optimizer_class, lr_schedule=lr_schedule, **pair_options)
     result = LockstepResult()
-    current = pair.hyper
     for step, step_grads in enumerate(grads):
-        if lr_schedule and step in lr_schedule:
-            pair.set_lr(lr_schedule[step])
-        if step in lr_factors:
-            pair.scale_lr(lr_factors[step])
+        pair.apply_schedule(step)
         current = pair.hyper
         pair.sync_lucid_to_torch()
         for record in pair.step(list(step_grads)):

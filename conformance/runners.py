@@ -55,8 +55,8 @@ class LockstepPair:
         ``group_hypers`` is given).
     foreach : bool
         torch's implementation switch.
-    optimizer_class : type, default lucid.optim.RMSprop
-        The Lucid-interface class under test.
+    optimizer_class : type, optional
+        The Lucid-interface class under test (default ``lucid.optim.RMSprop``).
     device : str, default "cpu"
         torch's device.
     group_hypers : sequence of Hyper, optional
@@ -70,6 +70,11 @@ class LockstepPair:
         Give torch the learning rate as a 0-d tensor of the parameters' dtype on
         ``device``; Lucid gets that tensor's value as a float, so both use the
         same number (:attr:`hypers` holds it).
+    lr_schedule : dict, optional
+        ``{step: lr}``: :meth:`apply_schedule` sets every group's lr before those steps.
+    lr_factors : dict, optional
+        ``{step: factor}``: :meth:`apply_schedule` multiplies every group's lr
+        before those steps.
     """
 
     def __init__(
@@ -77,14 +82,19 @@ class LockstepPair:
         params0: list[NDArray[Any]],
         hyper: Hyper,
         foreach: bool,
-        optimizer_class: type = lucid.optim.RMSprop,
+        optimizer_class: type | None = None,
         device: str = "cpu",
         *,
         group_hypers: list[Hyper] | None = None,
         group_of: list[int] | None = None,
         capturable: bool = False,
         tensor_lr: bool = False,
+        lr_schedule: dict[int, float] | None = None,
+        lr_factors: dict[int, float] | None = None,
     ) -> None:
+        optimizer_class = optimizer_class or lucid.optim.RMSprop
+        self.lr_schedule = dict(lr_schedule or {})
+        self.lr_factors = dict(lr_factors or {})
         self.hyper = hyper
         self.device = device
         self.tensor_lr = tensor_lr
@@ -143,6 +153,13 @@ class LockstepPair:
         self.hypers = new
         self.hyper = Hyper(**{**self.hyper.kwargs(), "lr": new[0].lr})
         return new
+
+    def apply_schedule(self, step: int) -> None:
+        """Set, then scale, the learning rate before ``step`` as :attr:`lr_schedule` and :attr:`lr_factors` say."""
+        if step in self.lr_schedule:
+            self.set_lr(self.lr_schedule[step])
+        if step in self.lr_factors:
+            self.scale_lr(self.lr_factors[step])
 
     def sync_lucid_to_torch(self) -> None:
         """Copy torch's parameters and buffers into Lucid (in place), for a lockstep step."""
