@@ -13,11 +13,10 @@ import dataclasses
 import sys
 import time
 
+from conformance.harness import DEFAULT_CANDIDATE
 from conformance.report.cases import FULL, QUICK, build_cases, parse_shard
 
-__all__ = ["DEFAULT_CANDIDATE", "register"]
-
-DEFAULT_CANDIDATE = "lucid.optim:RMSprop"
+__all__ = ["register"]
 
 
 def _scales(text: str) -> tuple[float, ...]:
