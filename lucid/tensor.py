@@ -45,6 +45,12 @@ def _as_array(data: Any, dtype: DTypeLike | None = None) -> NDArray[Any]:
     return array
 
 
+def _check_differentiable(dtype: np.dtype[Any]) -> None:
+    """Refuse a dtype that cannot hold a gradient, as torch does (its gradients would be truncated)."""
+    if dtype.kind not in "fc":
+        raise TypeError(f"only tensors of floating point and complex dtype can require gradients, got dtype {dtype}")
+
+
 def _unbroadcast(grad: NDArray[Any], shape: tuple[int, ...]) -> NDArray[Any]:
     """Sum ``grad`` over the axes along which an operand of ``shape`` was broadcast."""
     if grad.shape == shape:
@@ -65,7 +71,9 @@ class Tensor:
         The values.  Python floats and lists of floats become float32; an
         ndarray keeps its dtype.
     requires_grad : bool, default False
-        Whether ``backward()`` should compute a gradient for this tensor.
+        Whether ``backward()`` should compute a gradient for this tensor; only
+        for floating point and complex dtypes (``TypeError`` otherwise, as
+        torch refuses them: an integer gradient would be truncated).
     dtype : dtype, optional
         Force a dtype.
 
@@ -76,8 +84,6 @@ class Tensor:
     grad : ndarray or None
         The accumulated gradient, ``None`` until a backward pass reaches this
         tensor; assignable (optimizers read it).
-    requires_grad : bool
-        Whether gradients flow to this tensor.
     """
 
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected op
@@ -85,11 +91,23 @@ class Tensor:
     def __init__(self, data: Any, requires_grad: bool = False, dtype: DTypeLike | None = None) -> None:
         self.data: NDArray[Any] = _as_array(data, dtype)
         self.grad: NDArray[Any] | None = None
+        self._requires_grad = False
         self.requires_grad = bool(requires_grad)
         self._parents: tuple[Tensor, ...] = ()
         self._backward: _BackwardFn | None = None
 
     # ------------------------------------------------------------------ basics
+    @property
+    def requires_grad(self) -> bool:
+        """Whether gradients flow to this tensor; switching it on needs a floating point or complex dtype."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if value:
+            _check_differentiable(self.data.dtype)
+        self._requires_grad = bool(value)
+
     @property
     def shape(self) -> tuple[int, ...]:
         """The shape of ``data``."""
@@ -185,6 +203,9 @@ class Tensor:
             stack.append((node, True))
             stack.extend((parent, False) for parent in node._parents if parent.requires_grad)
 
+        for node in order:  # a leaf's .data may have been replaced since: check all before any .grad moves
+            if node._backward is None:
+                _check_differentiable(node.data.dtype)
         grads: dict[int, NDArray[Any]] = {id(self): seed}
         for node in reversed(order):
             grad = grads.pop(id(node), None)

@@ -148,3 +148,42 @@ def test_tensor_basics() -> None:
     with pytest.raises(ValueError, match="one element"):
         t.item()
     assert np.isnan(lucid.tensor(np.zeros(0), requires_grad=True).mean().item())
+
+
+NOT_DIFFERENTIABLE = [np.arange(3), np.array([1, 2], np.uint8), np.array([True, False])]
+
+
+@pytest.mark.parametrize("data", NOT_DIFFERENTIABLE, ids=lambda d: d.dtype.name)
+def test_only_floating_point_and_complex_tensors_can_require_grad(data: np.ndarray) -> None:
+    """torch refuses too; Lucid used to accept and then truncate: ``(x * 0.5).sum().backward()`` gave zeros."""
+    with pytest.raises(RuntimeError, match="floating point"):
+        torch.from_numpy(data).requires_grad_(True)
+    needle = f"got dtype {data.dtype}"
+    with pytest.raises(TypeError, match=needle):
+        lucid.tensor(data, requires_grad=True)
+    with pytest.raises(TypeError, match=needle):
+        lucid.nn.Parameter(data)
+    with pytest.raises(TypeError, match=needle):
+        lucid.zeros_like(data, requires_grad=True)
+    t = lucid.tensor(data)
+    with pytest.raises(TypeError, match=needle):
+        t.requires_grad = True
+    assert not t.requires_grad
+    assert not lucid.nn.Parameter(data, requires_grad=False).requires_grad
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.complex64, np.complex128])
+def test_floating_point_and_complex_tensors_can_require_grad(dtype: type) -> None:
+    t = lucid.tensor(np.ones(2, dtype))
+    t.requires_grad = True
+    assert t.requires_grad and lucid.tensor(np.ones(2, dtype), requires_grad=True).requires_grad
+
+
+def test_backward_refuses_a_leaf_whose_data_became_integer_before_any_gradient_moves() -> None:
+    x = lucid.tensor([1.0, 3.0], requires_grad=True)
+    w = lucid.tensor([2.0, 2.0], requires_grad=True)
+    y = (x * w * 0.25).sum()  # d/dx = 0.5: an int64 .grad would hold zeros
+    x.data = np.array([1, 3])
+    with pytest.raises(TypeError, match="dtype int64"):
+        y.backward()
+    assert x.grad is None and w.grad is None

@@ -20,6 +20,8 @@ class Parameter(Tensor):
         Initial values.  Lists and Python floats become float32 (as in torch);
         an ndarray keeps its dtype, so a float64 array stays float64.
     requires_grad : bool, default True
+        Only a floating point or complex parameter can require a gradient
+        (``TypeError`` naming the dtype otherwise, as torch refuses it).
     dtype : dtype, optional
         Force a dtype.
 
