@@ -6,32 +6,53 @@ rounding-to-odd construction of Boldo & Melquiond ("Emulation of a FMA and
 correctly rounded sums: proved algorithms using rounding to odd", IEEE Trans.
 Computers 57(4), 2008):
 
-* float32: ``a * b`` is exact in float64 (24 + 24 < 53 bits).  The float64 sum
+* float32: ``a * b`` is exact in float64 (24 + 24 < 53 bits, and the smallest
+  product of float32 subnormals, 2**-298, is a normal float64).  The float64 sum
   ``a * b + c`` is rounded *to odd* and then to float32; rounding to odd in a
   format with at least two more bits than the target removes the double-rounding
-  error that a plain float64 round trip can make.
+  error that a plain float64 round trip can make.  IEEE's signed-zero rules hold
+  because every float64 operation follows them and the product is exact.
 * float64: ``a * b`` is split exactly into ``uh + ul`` (Dekker's product with
   Veltkamp's splitting), ``c + uh`` exactly into ``th + tl`` (Knuth's TwoSum),
   the small parts are added with rounding to odd, ``v = RO(tl + ul)``, and
   ``th + v`` is rounded to nearest.
 
-The identities hold while no intermediate overflows or underflows (products
-above about 1e300 in float64, or below about 1e-290).  Elements whose emulated
-result is not finite are recomputed one by one in exact rational arithmetic
-(finite inputs) or by IEEE's rules for infinity and NaN (:func:`_fma_exact`).
+The float64 identities hold only inside a domain, and the elements outside it
+take an exact path (:func:`_fma_outside_domain`):
+
+* **tiny products**: Dekker's low part ``ul`` is exact only if it is a multiple
+  of 2**-1074, i.e. if the operands' last-bit exponents sum to at least -1074.
+  ``|a| < 2**(ea + 53)`` and ``|b| < 2**(eb + 53)`` for last-bit exponents
+  ``ea``, ``eb``, so ``|a * b| >= 2**-968`` guarantees it (:data:`TINY_PRODUCT`).
+  Below that the exact rational result is rounded once (:func:`_fma_exact`).
+* **non-finite results or operands**: IEEE's rules (a NaN or infinite operand,
+  an overflowing product) are applied array-wise; only finite operands whose
+  product lies within a factor 8 of the overflow threshold, where ``c`` can still
+  cancel it, and products of an operand above 2**996 (whose split overflows)
+  need the exact rational path.
+* **zero results**: inside the domain a zero result means ``c == -a*b`` with a
+  non-zero product, which IEEE rounds to +0; ``th + v`` can give -0 there, so
+  zeros are made +0 (``x + 0.0``).  Zero products are outside the domain (below
+  :data:`TINY_PRODUCT`) and get IEEE's rule, ``fma(-0.0, x, -0.0) == -0.0``.
+
+Inside the domain no partial result underflows or overflows, and the remaining
+cases (a subnormal ``v``, a subnormal result) are exact sums of multiples of
+2**-1074, which the construction rounds correctly.
 """
 
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["fma"]
+__all__ = ["TINY_PRODUCT", "fma", "fma_outside_domain", "outside_domain"]
 
 _SPLITTER = np.float64(2.0**27 + 1.0)  # Veltkamp's constant for 53-bit doubles
+#: float64 products below this magnitude (zero included) are outside the error-free
+#: transformations' domain: Dekker's low part may underflow (derivation in the module docstring).
+TINY_PRODUCT = np.float64(2.0**-968)
 
 
 def _two_sum(x: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
@@ -100,28 +121,114 @@ def fma(a: NDArray, b: NDArray, c: NDArray) -> NDArray:
             uh, ul = _two_prod(a64, b64)
             th, tl = _two_sum(c64, uh)
             v = _round_to_odd(*_two_sum(tl, ul))  # RO(tl + ul)
-            out = th + v  # RN(th + RO(tl + ul)) = RN(a * b + c)
-            bad = np.flatnonzero(~np.isfinite(out))
-            for i in bad:  # rare: a non-finite input or an overflowing product
-                out[i] = _fma_exact(float(a64[i]), float(b64[i]), float(c64[i]))
+            out = th + v  # RN(th + RO(tl + ul)) = RN(a * b + c) inside the domain
+            out += 0.0  # a zero inside the domain is an exact cancellation: +0
+            idx = np.flatnonzero(outside_domain(uh, out))
+            if idx.size:
+                out[idx] = fma_outside_domain(a64[idx], b64[idx], c64[idx])
     return out.reshape(shape)
 
 
-def _fma_exact(a: float, b: float, c: float) -> float:
-    """Return ``a * b + c`` rounded once where the error-free transformations cannot.
+def outside_domain(product: NDArray[np.float64], emulated: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Mark the float64 elements the error-free transformations may get wrong.
 
-    With ``a`` and ``b`` finite the product is a finite exact number even when
-    it overflows float64, so ``1e30 * 1e300 - inf`` is ``-inf`` (the unfused
-    ``a * b + c`` would give ``inf - inf = NaN``), and a huge product cancelled
-    by ``c`` comes back finite.  Otherwise IEEE's rules for infinities and NaN
-    apply, which the unfused expression follows.
+    Parameters
+    ----------
+    product : ndarray
+        ``fl(a * b)``.
+    emulated : ndarray
+        The emulated ``fma(a, b, c)``.
+
+    Returns
+    -------
+    ndarray of bool
+        True where the product is below :data:`TINY_PRODUCT` (zero included) or
+        the emulated result is not finite: those elements need
+        :func:`fma_outside_domain`.
+    """
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(emulated) | (np.abs(product) < TINY_PRODUCT)
+
+
+def fma_outside_domain(a: NDArray[np.float64], b: NDArray[np.float64], c: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Return ``a * b + c`` rounded once, for 1-D float64 elements outside the emulation's domain.
+
+    Array-wise where IEEE's rules decide the result, element by element in exact
+    rational arithmetic (:func:`_fma_exact`) only where they do not, so the cost
+    is proportional to the elements that need exact arithmetic, not to the NaN,
+    infinite or zero ones.
+
+    * A zero, infinite or NaN ``a`` or ``b``: the product is exactly 0, inf or
+      NaN, so the unfused ``a * b + c`` is the fused result, signed zeros included.
+    * Finite ``a``, ``b`` and an infinite or NaN ``c``: ``c`` (a finite product,
+      however large, cannot change it; the unfused sum could overflow to
+      ``inf - inf = NaN``).
+    * ``c == ±0``: ``fl(a * b)``, which multiplication rounds correctly (the
+      sum adds nothing, and the product's sign is the result's).
+    * With frexp exponents ``ea``, ``eb``, ``ec`` (``2**(e-1) <= |x| < 2**e``),
+      so that ``|a * b| < 2**(ea + eb)``:
+
+      - ``ea + eb >= 1027``: ``|a * b| >= 2**1025``, so the result overflows
+        whatever the finite ``c`` (``|c| < 2**1024``), to the product's signed
+        infinity.
+      - ``c != 0`` and ``ea + eb <= -1076``: the product is below a quarter of
+        the spacing of float64 numbers (2**-1074 at least) and rounds away: ``c``.
+      - a normal ``c`` and ``ea + eb <= ec - 56``: the product is below a
+        quarter of the gap between ``c`` and either neighbour (2**(ec - 54)
+        below a power of two): ``c``.
+
+    * Everything else (tiny products beside an addend within 2**56 of them,
+      products near the overflow threshold, operands whose split overflows):
+      :func:`_fma_exact`.
+    """
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        out = a * b + c
+        finite = np.isfinite(a) & np.isfinite(b)
+        keep_c = finite & ~np.isfinite(c)
+        out[keep_c] = c[keep_c]
+        need = finite & ~keep_c & (a != 0) & (b != 0)
+        no_addend = need & (c == 0)
+        out[no_addend] = a[no_addend] * b[no_addend]
+        need &= ~no_addend
+        eab = np.frexp(a)[1] + np.frexp(b)[1]
+        huge = need & (eab >= 1027)
+        out[huge] = a[huge] * b[huge]  # the signed infinity
+        normal_c = np.abs(c) >= np.finfo(np.float64).tiny
+        absorbed = need & ((eab <= -1076) | (normal_c & (eab <= np.frexp(c)[1] - 56)))
+        out[absorbed] = c[absorbed]
+        for i in np.flatnonzero(need & ~huge & ~absorbed):
+            out[i] = _fma_exact(float(a[i]), float(b[i]), float(c[i]))
+    return out
+
+
+def _fma_exact(a: float, b: float, c: float) -> float:
+    """Return ``a * b + c`` rounded once, by exact arithmetic on Python ints.
+
+    Each finite float is ``m * 2**e`` with an integer ``m`` (from
+    ``math.frexp``), so the exact result is an integer times a power of two,
+    and CPython's ``int / int`` is correctly rounded, to subnormals and to a
+    signed zero included (``-1 / 2**2000 == -0.0``); beyond float range it is
+    the signed infinity.  An exact zero takes IEEE's sign rule, which the
+    unfused ``a * b + c`` follows here: the product is exact when the sum
+    cancels to zero (either it is zero, or it equals ``-c``, a float).
+    Non-finite operands follow IEEE's rules as in :func:`fma_outside_domain`.
     """
     if not (math.isfinite(a) and math.isfinite(b)):
         return a * b + c
     if not math.isfinite(c):
         return c
-    exact = Fraction(a) * Fraction(b) + Fraction(c)
+    (ma, ea), (mb, eb), (mc, ec) = _integer_significand(a), _integer_significand(b), _integer_significand(c)
+    e = min(ea + eb, ec)
+    exact = ((ma * mb) << (ea + eb - e)) + (mc << (ec - e))  # a * b + c == exact * 2**e
+    if exact == 0:
+        return a * b + c
     try:
-        return float(exact)  # int / int in CPython: correctly rounded
+        return exact / (1 << -e) if e < 0 else float(exact << e)
     except OverflowError:
         return math.inf if exact > 0 else -math.inf
+
+
+def _integer_significand(x: float) -> tuple[int, int]:
+    """``(m, e)`` with ``x == m * 2**e`` exactly and ``m`` an integer of at most 53 bits."""
+    fraction, exponent = math.frexp(x)
+    return int(fraction * 2.0**53), exponent - 53

@@ -428,3 +428,34 @@ def test_benchmark_quick_mode_runs() -> None:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "16M" in done.stdout and "lucid/torch(foreach)" in done.stdout
+
+
+@pytest.mark.parametrize(("centered", "momentum", "weight_decay", "maximize"), FLAGS, ids=FLAG_IDS)
+def test_fast_step_equals_reference_where_float64_products_are_tiny(centered, momentum, weight_decay, maximize) -> None:
+    """Gradients and parameters near 1e-160 and subnormal: their float64 products fall below the
+    emulation's domain (``lucid._fma.TINY_PRODUCT``) and take the exact path, in both steps alike."""
+    rng = np.random.default_rng(11)
+    shapes = [(300,), (11,), LARGE]
+
+    def tiny(shape: tuple[int, ...]) -> np.ndarray:
+        x = rng.standard_normal(shape) * 10.0 ** rng.integers(-175, -150, shape)
+        x[rng.random(shape) < 0.9] *= 1e150  # one element in ten stays tiny: bounded exact-path cost
+        flat = x.reshape(-1)
+        flat[rng.choice(flat.size, flat.size // 20)] = rng.choice([0.0, -0.0, 5e-324, -1e-310], flat.size // 20)
+        return x
+
+    params0 = [tiny(s) for s in shapes]
+    grads = [[tiny(s) for s in shapes] for _ in range(3)]
+    hyper = dict(
+        alpha=0.9, eps=1e-8, weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize
+    )
+    lrs = [1e-2, 1e-2, 3e-3]
+    expected, ref_state = _reference_run(params0, grads, hyper, lrs)
+    params, opt = _lucid_run(params0, grads, hyper, lrs)
+    for i, (p, e, st) in enumerate(zip(params, expected, ref_state)):
+        assert_bitwise_equal(p.data, e, f"param {i} {p.shape}")
+        assert_bitwise_equal(opt.state[p]["square_avg"], st["sq"], f"square_avg {i}")
+        if centered:
+            assert_bitwise_equal(opt.state[p]["grad_avg"], st["ga"], f"grad_avg {i}")
+        if momentum:
+            assert_bitwise_equal(opt.state[p]["momentum_buffer"], st["buf"], f"momentum_buffer {i}")

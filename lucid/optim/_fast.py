@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from lucid._fma import TINY_PRODUCT, fma_outside_domain
 from lucid._fma import fma as reference_fma
 from lucid.optim.functional import rmsprop_update
 
@@ -310,8 +311,9 @@ def _fma64_into(out: NDArray[np.float64], a: Any, b: Any, c: Any, s: _Scratch) -
 
     Dekker's TwoProduct, Knuth's TwoSum twice and rounding to odd, each IEEE
     operation the reference performs, in the same order, into scratch; elements
-    whose result is not finite are recomputed by the reference (which then uses
-    exact arithmetic).  Same operations on the same inputs: the same bits.
+    outside the emulation's domain (a result that is not finite, a product below
+    :data:`lucid._fma.TINY_PRODUCT`) are recomputed by the reference's
+    :func:`lucid._fma.fma_outside_domain`.  Same operations on the same inputs: the same bits.
     """
     p, t, ah, al, bh, bl, e = s.w0, s.w1, s.w2, s.w3, s.w4, s.w5, s.w6
     np.multiply(a, b, out=p)  # uh = fl(a*b)
@@ -355,11 +357,14 @@ def _fma64_into(out: NDArray[np.float64], a: Any, b: Any, c: Any, s: _Scratch) -
         np.multiply(key, move, out=key)  # 0 where v stays (ufunc where= costs ~3 ns/element here)
         np.add(vbits, key, out=vbits)
     np.add(th, v, out=th)  # RN(th + RO(tl + ul))
-    np.isfinite(th, out=finite)
+    np.add(th, 0.0, out=th)  # a zero inside the domain is an exact cancellation: +0
+    np.isfinite(th, out=finite)  # inside the domain: finite, and |uh| >= TINY_PRODUCT
+    np.greater_equal(np.abs(p, out=t), TINY_PRODUCT, out=move)
+    np.logical_and(finite, move, out=finite)
     fix = None
-    if not finite.all():
+    if not finite.all():  # the others take the reference's path for them (lucid._fma.outside_domain)
         idx = np.flatnonzero(~finite)
-        fix = (idx, reference_fma(_take(a, idx), _take(b, idx), _take(c, idx)))
+        fix = (idx, fma_outside_domain(*(np.broadcast_to(_take(x, idx), idx.shape) for x in (a, b, c))))
     np.copyto(out, th)
     _fix_with_reference(out, fix)
     return out
