@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import os
@@ -217,7 +218,8 @@ def test_refused_files_never_unpickle(saved, tmp_path, tally, monkeypatch) -> No
             zf.writestr(name, member.getvalue())
         zf.comment = b"0" * 64
     hostile = tmp_path / "crafted.npz"
-    hostile.write_bytes(serialization._seal(crafted.getvalue()))
+    body = crafted.getvalue()[:-64]  # re-seal: anyone can (the digest detects damage, not tampering)
+    hostile.write_bytes(body + hashlib.sha256(body).hexdigest().encode("ascii"))
     with tally.case():
         with pytest.raises(ValueError, match="holds Python objects") as info:
             serialization.load_state_dict(hostile)
@@ -277,12 +279,15 @@ _CHILD = textwrap.dedent(
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    if where == "mid-write":
+    if where == "mid-write":  # die once 1 MB of the 2.4 MB file is on disk
+        write, written = serialization._write_all, [0]
         def half(f, data):
-            f.write(data[: len(data) // 2])
-            f.flush()
-            os.fsync(f.fileno())
-            die()
+            if written[0] >= 1_000_000:
+                f.flush()
+                os.fsync(f.fileno())
+                die()
+            written[0] += len(data)
+            write(f, data)
         serialization._write_all = half
     elif where == "before-rename":
         os.replace = die
@@ -371,3 +376,90 @@ def test_a_state_file_is_not_taken_for_parameters(saved, tally) -> None:
             ValueError, match=r"expected a 'lucid\.parameters' file, found format 'lucid\.optimizer_state_dict'"
         ):
             serialization.load_parameters(path)
+
+
+# ---------------------------------------------------------- file permissions
+@pytest.mark.parametrize("umask", [0o077, 0o022, 0o002], ids=oct)
+def test_a_new_file_honours_the_umask(umask, tmp_path) -> None:
+    previous = os.umask(umask)
+    try:
+        serialization.save_state_dict(_old_state(), tmp_path / "opt.npz")
+        serialization.save_parameters({"w": np.zeros(2)}, tmp_path / "p.npz")
+    finally:
+        os.umask(previous)
+    for name in ("opt.npz", "p.npz"):
+        assert oct((tmp_path / name).stat().st_mode & 0o777) == oct(0o666 & ~umask)
+
+
+def test_a_replaced_file_keeps_its_mode(saved) -> None:
+    path, original = saved
+    path.chmod(0o640)
+    previous = os.umask(0o077)
+    try:
+        serialization.save_state_dict(original, path)
+    finally:
+        os.umask(previous)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o640)
+
+
+# ------------------------------------------------------ layouts and readers
+def test_every_layout_round_trips_and_numpy_reads_the_file(tmp_path) -> None:
+    """Fortran-ordered, strided, big-endian, 0-d and empty arrays come back bit for bit; np.load reads them too."""
+    base = np.arange(24.0).reshape(4, 6)
+    arrays = [
+        np.asfortranarray(base),
+        base[:, ::2],
+        base.astype(">f8"),
+        np.array(3 + 4j, dtype=np.complex64),
+        np.zeros((0, 3), np.float32),
+        np.array([True, False]),
+        np.arange(5, dtype=np.uint16)[::-1],
+        np.arange(6 << 18, dtype=np.float64).reshape(2, -1)[:, ::3],  # streamed: rows of 2 MiB, each strided
+        np.arange(1 << 18, dtype=np.float32).reshape(64, 64, 64)[::-1, ::2],  # streamed in blocks of rows
+    ]
+    state = {
+        "state": {i: {"step": 1.0, "square_avg": a} for i, a in enumerate(arrays)},
+        "param_groups": [{"params": list(range(len(arrays)))}],
+    }
+    serialization.save_state_dict(state, tmp_path / "opt.npz")
+    loaded = serialization.load_state_dict(tmp_path / "opt.npz")
+    for i, a in enumerate(arrays):
+        assert same(loaded["state"][i]["square_avg"], np.array(a))
+    with np.load(tmp_path / "opt.npz", allow_pickle=False) as npz:
+        for i, a in enumerate(arrays):
+            assert same(npz[f"arrays/{i}"], np.array(a))
+
+
+# ------------------------------------------------------ all-or-nothing loads
+class _Three(Module):
+    def __init__(self, fill: float) -> None:
+        super().__init__()
+        self.a = Parameter(np.full(2, fill))
+        self.b = Parameter(np.full(3, fill))
+        self.c = Parameter(np.full(4, fill))
+
+
+def test_load_parameters_writes_nothing_when_one_target_is_read_only(tmp_path, tally) -> None:
+    serialization.save_parameters(_Three(1.0), tmp_path / "p.npz")
+    target = _Three(0.0)
+    target.b.data.flags.writeable = False
+    before = [p.data.tobytes() for p in target.parameters()]
+    with tally.case():
+        with pytest.raises(ValueError) as info:
+            serialization.load_parameters(tmp_path / "p.npz", into=target)
+        assert "'b'" in str(info.value) and "read-only" in str(info.value) and "p.npz" in str(info.value)
+        assert [p.data.tobytes() for p in target.parameters()] == before  # 'a' comes first, and was not written
+
+
+def test_zip64_records_are_read_back_by_lucid_zipfile_and_numpy(tmp_path, monkeypatch) -> None:
+    """With the zip64 threshold lowered to 64 bytes, every size, offset and the directory take zip64 fields."""
+    monkeypatch.setattr(serialization, "_ZIP64_LIMIT", 64)
+    arrays = [np.arange(40.0), np.arange(6, dtype=np.int32).reshape(2, 3), np.array(1.5)]
+    serialization.save_parameters({f"p{i}": a for i, a in enumerate(arrays)}, tmp_path / "p.npz")
+    with zipfile.ZipFile(tmp_path / "p.npz") as zf:
+        assert zf.testzip() is None
+        assert all(info.file_size > 64 or info.header_offset > 64 for info in zf.infolist()[1:])
+    loaded = serialization.load_parameters(tmp_path / "p.npz")
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as npz:
+        for i, a in enumerate(arrays):
+            assert same(loaded[f"p{i}"], a) and same(npz[f"arrays/{i}"], a)
