@@ -13,7 +13,10 @@ from numpy.typing import NDArray
 
 from lucid._fma import fma
 
-__all__ = ["rmsprop_update"]
+__all__ = ["Writes", "rmsprop_update", "rmsprop_writes"]
+
+#: A step's result before it is applied: ``(array, new value)`` pairs, one per array the step updates.
+Writes = list[tuple[NDArray[Any], Any]]
 
 
 def _lerp(start: NDArray[Any], end: NDArray[Any], weight: float) -> NDArray[Any]:
@@ -45,7 +48,7 @@ def rmsprop_update(
     centered: bool,
     maximize: bool,
 ) -> None:
-    r"""Apply one RMSprop step in place to real float32 or float64 arrays.
+    r"""Apply one RMSprop step in place to float32, float64, complex64 or complex128 arrays.
 
     With :math:`g` the gradient, :math:`\lambda` the weight decay, :math:`\mu`
     the momentum and :math:`\gamma` the learning rate:
@@ -65,6 +68,10 @@ def rmsprop_update(
     textbook formula writes).  Each line below is one torch kernel, rounded as
     torch rounds it: ``addcmul``, ``add(alpha=)`` and ``lerp`` are fused
     multiply-adds; scalars are converted to the array's dtype first.
+
+    Every new value is computed before the first array is written (so a
+    ``MemoryError`` on the way writes nothing, and a ``grad`` that shares
+    memory with what is updated is read as it was at the call).
 
     Parameters
     ----------
@@ -91,9 +98,46 @@ def rmsprop_update(
     maximize : bool
         Negate the gradient first.
     """
+    for array, value in rmsprop_writes(
+        param,
+        grad,
+        square_avg,
+        grad_avg,
+        momentum_buffer,
+        lr=lr,
+        alpha=alpha,
+        eps=eps,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        centered=centered,
+        maximize=maximize,
+    ):
+        np.copyto(array, value)
+
+
+def rmsprop_writes(
+    param: NDArray[Any],
+    grad: NDArray[Any],
+    square_avg: NDArray[Any],
+    grad_avg: NDArray[Any] | None,
+    momentum_buffer: NDArray[Any] | None,
+    *,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+    maximize: bool,
+) -> Writes:
+    """Compute :func:`rmsprop_update`'s step without applying it; return its writes.
+
+    Nothing is written: the step is ``np.copyto(array, value)`` for each pair
+    returned, in any order.  Parameters as for :func:`rmsprop_update`.
+    """
     update = _update_complex if np.iscomplexobj(param) else _update
     with np.errstate(all="ignore"):  # NaN and Inf propagate silently, as in torch
-        update(
+        return update(
             param,
             grad,
             square_avg,
@@ -119,8 +163,8 @@ def _update_complex(
     weight_decay: float,
     maximize: bool,
     **hyper: Any,
-) -> None:
-    """Update a complex parameter as torch's default CPU path does.
+) -> Writes:
+    """Update a complex parameter as torch's default CPU path does; return the writes.
 
     torch's single-tensor RMSprop negates the gradient and adds the weight
     decay in *complex* arithmetic, ``grad.add(param, alpha=wd)``, i.e.
@@ -137,8 +181,9 @@ def _update_complex(
     g = -grad if maximize else grad
     if weight_decay != 0:
         g = g + param * param.dtype.type(weight_decay)
+    writes: Writes = []
     for part in ("real", "imag"):
-        _update(
+        writes += _update(
             getattr(param, part),
             getattr(g, part),
             getattr(square_avg, part),
@@ -148,6 +193,7 @@ def _update_complex(
             maximize=False,
             **hyper,
         )
+    return writes
 
 
 def _update(
@@ -164,22 +210,28 @@ def _update(
     momentum: float,
     centered: bool,
     maximize: bool,
-) -> None:
+) -> Writes:
+    """Compute the step on real arrays, one torch kernel a line; return the writes (``new_*``: the new values)."""
     t = param.dtype.type
     g = -grad if maximize else grad
     if weight_decay != 0:
         g = fma(param, t(weight_decay), g)  # grad.add(param, alpha=wd)
-    np.copyto(square_avg, fma(t(1 - alpha) * g, g, square_avg * t(alpha)))  # mul_, addcmul_
+    new_square_avg = fma(t(1 - alpha) * g, g, square_avg * t(alpha))  # mul_, addcmul_
+    writes: Writes = [(square_avg, new_square_avg)]
     if centered:
         assert grad_avg is not None
-        np.copyto(grad_avg, _lerp(grad_avg, g, 1 - alpha))  # lerp_(g, 1 - alpha)
-        avg = np.sqrt(fma(-grad_avg, grad_avg, square_avg))  # addcmul(ga, ga, value=-1).sqrt_()
+        new_grad_avg = _lerp(grad_avg, g, 1 - alpha)  # lerp_(g, 1 - alpha)
+        writes.append((grad_avg, new_grad_avg))
+        avg = np.sqrt(fma(-new_grad_avg, new_grad_avg, new_square_avg))  # addcmul(ga, ga, value=-1).sqrt_()
     else:
-        avg = np.sqrt(square_avg)
+        avg = np.sqrt(new_square_avg)
     avg = avg + t(eps)
     if momentum > 0:
         assert momentum_buffer is not None
-        np.copyto(momentum_buffer, momentum_buffer * t(momentum) + g / avg)  # mul_, addcdiv_
-        np.copyto(param, fma(momentum_buffer, t(-lr), param))  # add_(buf, alpha=-lr)
+        new_momentum_buffer = momentum_buffer * t(momentum) + g / avg  # mul_, addcdiv_
+        writes.append((momentum_buffer, new_momentum_buffer))
+        new_param = fma(new_momentum_buffer, t(-lr), param)  # add_(buf, alpha=-lr)
     else:
-        np.copyto(param, param + (t(-lr) * g) / avg)  # addcdiv_(g, avg, value=-lr)
+        new_param = param + (t(-lr) * g) / avg  # addcdiv_(g, avg, value=-lr)
+    writes.append((param, new_param))
+    return writes
