@@ -23,7 +23,11 @@ C-contiguous, take the reference path.
 
 Thread count: ``RMSprop.num_threads`` (a class or instance attribute), else the
 environment variable ``LUCID_NUM_THREADS``, else the number of CPUs this
-process may run on, at most :data:`MAX_DEFAULT_THREADS`.
+process may run on, at most :data:`MAX_DEFAULT_THREADS`; never more than
+:data:`MAX_THREADS`.
+
+A step is prepared, then committed (:meth:`FastStep.prepare`): everything it
+allocates is allocated before the first write.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -43,9 +47,9 @@ from numpy.typing import NDArray
 
 from lucid._fma import TINY_PRODUCT, fma_outside_domain
 from lucid._fma import fma as reference_fma
-from lucid.optim.functional import rmsprop_update
+from lucid.optim.functional import Writes, rmsprop_writes
 
-__all__ = ["MAX_DEFAULT_THREADS", "FastStep", "resolve_num_threads"]
+__all__ = ["MAX_DEFAULT_THREADS", "MAX_THREADS", "FastStep", "resolve_num_threads"]
 
 #: Elements per block: a block's data slices and its thread's scratch take about
 #: 4 MiB (float32: 3 float32, 2 float64 and 1 int64 scratch arrays; float64's exact
@@ -61,6 +65,14 @@ SMALL = 8192
 PARALLEL_MIN = 1 << 15
 #: The default thread count is the CPUs available, capped here.
 MAX_DEFAULT_THREADS = 8
+#: No count above this is accepted, whoever asks.  The step is bound by memory
+#: bandwidth, which a few threads per memory channel saturate (two threads gave
+#: 1.15-1.4x on the 2-core machine of docs/performance.md), and every thread keeps
+#: its own scratch (about 2.4 MiB for float32 and 2.8 MiB for float64), so a count
+#: far beyond the cores (``LUCID_NUM_THREADS=1024``: a typo, or a per-machine count
+#: given to every process) only costs memory and thread start-up.  64 leaves room
+#: for the largest single machines.
+MAX_THREADS = 64
 #: The environment variable that sets the thread count.
 THREADS_ENV = "LUCID_NUM_THREADS"
 
@@ -73,7 +85,8 @@ def resolve_num_threads(requested: int | None) -> int:
     Raises
     ------
     ValueError
-        If the value is not an integer >= 1 (naming where it came from).
+        If the value is not an integer >= 1, or is above :data:`MAX_THREADS`
+        (naming the value and where it came from).
     """
     where = "num_threads"
     if requested is None and os.environ.get(THREADS_ENV):
@@ -88,6 +101,8 @@ def resolve_num_threads(requested: int | None) -> int:
         ok = False
     if not ok:
         raise ValueError(f"{where} must be an integer >= 1, got {requested!r}")
+    if n > MAX_THREADS:
+        raise ValueError(f"{where} must be at most {MAX_THREADS}, got {requested!r} (the step is memory-bound)")
     return n
 
 
@@ -446,12 +461,12 @@ def _names(group: dict[str, Any]) -> tuple[str, ...]:
 class _FlatPack:
     """Flat storage for one group's small parameters of one dtype.
 
-    ``state[p][name]`` of every member is a view of ``flat[name]``; the
-    parameters and gradients are gathered into ``flat`` before the update and
-    the parameters scattered back after it.  The pack is rebuilt (its only
-    allocation) when the members or their state arrays are not the ones it
-    holds: after ``load_state_dict``, a change of flags, or a changed set of
-    parameters with gradients.
+    ``state[p][name]`` of every member is a view of ``flat[name]`` (from
+    :meth:`install` on); the parameters and gradients are gathered into
+    ``flat`` before the update and the parameters scattered back after it.
+    The pack is rebuilt (its only allocation) when the members or their state
+    arrays are not the ones it holds: after ``load_state_dict``, a change of
+    flags, or a changed set of parameters with gradients.
     """
 
     def __init__(self, params: Sequence[Any], states: Sequence[dict[str, Any]], names: Sequence[str]) -> None:
@@ -466,7 +481,12 @@ class _FlatPack:
             self.views[name] = [flat[o : o + p.data.size].reshape(p.data.shape) for o, p in zip(offsets, params)]
         for name in names:
             for state, view in zip(states, self.views[name]):
-                np.copyto(view, state[name])
+                np.copyto(view, state[name])  # the values; the state arrays are replaced by install()
+
+    def install(self, states: Sequence[dict[str, Any]]) -> None:
+        """Make the members' state arrays the views of the flat storage (which holds their values)."""
+        for name in self.names:
+            for state, view in zip(states, self.views[name]):
                 state[name] = view
 
     def matches(self, params: Sequence[Any], states: Sequence[dict[str, Any]], names: Sequence[str]) -> bool:
@@ -519,7 +539,7 @@ class FastStep:
     """The fast step for one optimizer: its flat packs and each thread's scratch."""
 
     def __init__(self) -> None:
-        self._packs: dict[tuple[int, np.dtype[Any]], _FlatPack] = {}
+        self._packs: dict[tuple[Any, np.dtype[Any]], _FlatPack] = {}
         self._scratch: list[dict[np.dtype[Any], _Scratch]] = []
 
     def _scratch_for(self, threads: int, dtypes: set[np.dtype[Any]]) -> list[dict[np.dtype[Any], _Scratch]]:
@@ -531,37 +551,50 @@ class FastStep:
                     per_thread[dtype] = _Scratch(dtype, BLOCK[dtype])
         return self._scratch[:threads]
 
-    def run(
+    def prepare(
         self,
-        work: Sequence[tuple[dict[str, Any], Any, NDArray[Any], dict[str, Any]]],
+        work: Sequence[tuple[Any, dict[str, Any], Any, NDArray[Any], dict[str, Any]]],
         num_threads: int,
-    ) -> None:
-        """Update every ``(group, param, grad, state)`` in ``work``; ``state["step"]`` is the caller's.
+    ) -> Callable[[], None]:
+        """Allocate what updating ``work`` needs; return the update, which allocates nothing in proportion.
+
+        ``work`` holds ``(key, group, param, grad, state)``: ``key`` names the
+        parameter's group from one step to the next (its flat packs are kept
+        under it), ``group`` holds the hyperparameters, ``state`` the buffers
+        the update is to use and write (``state["step"]`` is the caller's).
+        Nothing visible is written here: scratch, flat packs, copies of
+        gradients that share memory with what is written, and the reference
+        path's new values are made, so a ``MemoryError`` changes nothing.
 
         Small real parameters go to their group's flat pack (gathering copes with
         any strides); large contiguous ones are updated where they lie; complex
-        and large strided ones by :func:`rmsprop_update` itself.
+        and large strided ones by :func:`rmsprop_writes` (computed here, copied
+        by the update).
         """
         jobs: list[_Job] = []
-        small: dict[tuple[int, np.dtype[Any]], tuple[dict[str, Any], list[Any], list[Any], list[Any]]] = {}
-        for group, param, grad, state in work:
+        writes: Writes = []
+        small: dict[tuple[Any, np.dtype[Any]], tuple[dict[str, Any], list[Any], list[Any], list[Any]]] = {}
+        for key, group, param, grad, state in work:
             data = param.data
             if data.dtype in BLOCK:
                 if data.size < SMALL:
                     if data.size:
-                        members = small.setdefault((id(group), data.dtype), (group, [], [], []))
+                        members = small.setdefault((key, data.dtype), (group, [], [], []))
                         members[1].append(param)
                         members[2].append(grad)
                         members[3].append(state)
                     continue
                 ga = state["grad_avg"] if group["centered"] else None
                 buf = state["momentum_buffer"] if group["momentum"] > 0 else None
-                arrays = (data, grad, state["square_avg"], ga, buf)
-                if all(x is None or x.flags.c_contiguous for x in arrays):
+                written = (data, state["square_avg"], ga, buf)
+                if all(x is None or x.flags.c_contiguous for x in (*written, grad)):
+                    if any(x is not None and np.may_share_memory(grad, x) for x in written):
+                        grad = grad.copy()  # the blocks write what it views: read it as it was at the call
+                    arrays = (data, grad, *written[1:])
                     flat = tuple(None if x is None else x.reshape(-1) for x in arrays)  # views
                     jobs.append(_Job(flat, _Hyper.of(group, data.dtype)))  # type: ignore[arg-type]
                     continue
-            rmsprop_update(  # complex or large and strided: the reference itself
+            writes += rmsprop_writes(  # complex or large and strided: the reference itself
                 data,
                 grad,
                 state["square_avg"],
@@ -580,26 +613,48 @@ class FastStep:
         for key, (group, params, grads, states) in small.items():
             names = _names(group)
             pack = self._packs.get(key)
-            if pack is None or not pack.matches(params, states, names):
-                pack = self._packs[key] = _FlatPack(params, states, names)
-            pack.gather(params, grads)
-            packs.append((pack, params))
+            fresh = pack is None or not pack.matches(params, states, names)
+            if fresh:
+                pack = _FlatPack(params, states, names)
+            assert pack is not None
+            packs.append((key, pack, fresh, params, grads, states))
             jobs.append(_Job(pack.arrays(), _Hyper.of(group, key[1])))
-        for key in [k for k in self._packs if k not in small]:
-            del self._packs[key]  # unused this step: its views stay valid as state, the storage is theirs
+        total = sum(job.size for job in jobs)
+        threads = num_threads if total >= PARALLEL_MIN else 1
+        scratch = self._scratch_for(threads, {job.dtype for job in jobs}) if jobs else []
+        return partial(self._commit, writes, packs, jobs, scratch)
 
-        self._run(jobs, num_threads)
-        for pack, params in packs:
+    def _commit(
+        self,
+        writes: Writes,
+        packs: Sequence[tuple[Any, _FlatPack, bool, list[Any], list[Any], list[Any]]],
+        jobs: Sequence[_Job],
+        scratch: Sequence[dict[np.dtype[Any], _Scratch]],
+    ) -> None:
+        """Run the update :meth:`prepare` returned: copy the reference path's values, then run the blocks."""
+        for array, value in writes:
+            np.copyto(array, value)
+        for key, pack, fresh, params, grads, states in packs:
+            if fresh:
+                pack.install(states)
+                self._packs[key] = pack
+            pack.gather(params, grads)
+        used = {key for key, *_ in packs}
+        for key in [k for k in self._packs if k not in used]:
+            del self._packs[key]  # unused this step: its views stay valid as state, the storage is theirs
+        self._run(jobs, scratch)
+        for _, pack, _, params, _, _ in packs:
             pack.scatter(params)
 
-    def _run(self, jobs: Sequence[_Job], num_threads: int) -> None:
-        total = sum(job.size for job in jobs)
-        if total == 0:
+    def _run(self, jobs: Sequence[_Job], scratch: Sequence[dict[np.dtype[Any], _Scratch]]) -> None:
+        """Share the jobs' blocks among ``len(scratch)`` threads, the calling one included."""
+        if not jobs:
             return
-        threads = num_threads if total >= PARALLEL_MIN else 1
-        scratch = self._scratch_for(threads, {job.dtype for job in jobs})
-        runs = _split_among(jobs, threads)
-        futures = [_pool(threads - 1).submit(_run_blocks, run, sc) for run, sc in zip(runs[1:], scratch[1:])]
-        _run_blocks(runs[0], scratch[0])  # the calling thread takes the first run
+        runs = _split_among(jobs, len(scratch))
+        futures = [_pool(len(scratch) - 1).submit(_run_blocks, run, sc) for run, sc in zip(runs[1:], scratch[1:])]
+        try:
+            _run_blocks(runs[0], scratch[0])  # the calling thread takes the first run
+        finally:
+            wait(futures)  # no thread still writes once this returns, even after an error
         for future in futures:
             future.result()

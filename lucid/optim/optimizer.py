@@ -13,18 +13,28 @@ the optimizer exactly as it was.
 from __future__ import annotations
 
 import abc
+import contextlib
 import copy
-from collections.abc import Callable, Iterable, Mapping
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from lucid.tensor import Tensor
 
-__all__ = ["Optimizer", "ParamGroup", "StateDict", "split_state_dict"]
+__all__ = ["Optimizer", "ParamGroup", "StateDict", "interrupts_deferred", "split_state_dict"]
 
 ParamGroup = dict[str, Any]
 StateDict = dict[str, Any]
+
+#: The parameter dtypes Lucid's arithmetic is defined for (by their scalar type, so
+#: either byte order).  float16, bfloat16 and longdouble are refused: the fused
+#: multiply-add the step is built on exists for float32 and float64 only.
+SUPPORTED_DTYPES = frozenset({np.float32, np.float64, np.complex64, np.complex128})
+#: How a refusal names them.
+SUPPORTED_DTYPE_NAMES = "float32, float64, complex64 and complex128"
 
 #: Group keys that torch.optim writes and Lucid has no use for.  A state_dict
 #: converted from torch carries them; loading accepts and drops them.
@@ -63,6 +73,32 @@ def split_state_dict(state_dict: Any) -> tuple[list[Any] | tuple[Any, ...], Mapp
     if not isinstance(saved_state, Mapping):
         raise TypeError(f"state_dict['state'] must be a dict, got {_describe(saved_state)}")
     return saved_groups, saved_state
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold back SIGINT until the block has finished, then raise ``KeyboardInterrupt``.
+
+    For the part of a step that writes: interrupted there, a step would be
+    left half done (some parameters moved, others not).  Only Python's default
+    handler in the main thread is replaced, for the duration of the block; a
+    handler of the program's own, or a call from another thread (where signals
+    are not delivered), is left alone.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 class Optimizer(abc.ABC):
@@ -138,9 +174,10 @@ class Optimizer(abc.ABC):
                 raise TypeError(f"{where}: optimizer can only optimize Tensors, but params[{i}] is {_describe(p)}")
             if not p.is_leaf:
                 raise ValueError(f"{where}: params[{i}] is not a leaf tensor; can't optimize it")
-            if not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.complexfloating)):
+            if p.dtype.type not in SUPPORTED_DTYPES:
                 raise TypeError(
-                    f"{where}: params[{i}] has dtype {p.dtype}; only floating point and complex can be optimized"
+                    f"{where}: params[{i}] has dtype {p.dtype}; "
+                    f"only {SUPPORTED_DTYPE_NAMES} parameters can be optimized"
                 )
             if id(p) in seen:
                 raise ValueError(f"{where}: params[{i}] is the same parameter as params[{seen[id(p)]}]")
@@ -153,8 +190,10 @@ class Optimizer(abc.ABC):
         Raises
         ------
         TypeError, ValueError
-            On a malformed group, a bad hyperparameter, or a parameter that is
-            already in another group.  Nothing is added then.
+            On a malformed group, a bad hyperparameter, a parameter of a dtype
+            other than float32, float64, complex64 or complex128 (float16,
+            bfloat16 and longdouble included), or a parameter that is already
+            in another group.  Nothing is added then.
         """
         where = f"param group {len(self.param_groups)}"
         if not isinstance(param_group, Mapping):

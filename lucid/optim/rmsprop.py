@@ -11,7 +11,14 @@ import numpy as np
 
 from lucid._grad_mode import enable_grad
 from lucid.optim._fast import FastStep, resolve_num_threads
-from lucid.optim.optimizer import Optimizer, ParamGroup, _describe
+from lucid.optim.optimizer import (
+    SUPPORTED_DTYPE_NAMES,
+    SUPPORTED_DTYPES,
+    Optimizer,
+    ParamGroup,
+    _describe,
+    interrupts_deferred,
+)
 from lucid.tensor import Tensor
 
 __all__ = ["RMSprop"]
@@ -19,7 +26,7 @@ __all__ = ["RMSprop"]
 _REAL_HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum")
 _BOOL_HYPERPARAMETERS = ("centered", "maximize")
 _BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
-_STATE_KEYS = frozenset({"step", *_BUFFERS})
+_BUFFER_KEYS = frozenset(_BUFFERS)
 #: Group keys kept but not used by the step: torch's LR schedulers write ``initial_lr``.
 _BOOKKEEPING_KEYS = ("initial_lr",)
 _GROUP_KEYS = frozenset(_REAL_HYPERPARAMETERS + _BOOL_HYPERPARAMETERS + _BOOKKEEPING_KEYS)
@@ -91,8 +98,11 @@ class RMSprop(Optimizer):
     state_dict is loaded.  Every refusal names the offending key and value and
     changes nothing.
 
-    Gradients are checked at :meth:`step`, all of them before any parameter
-    changes: a ``.grad`` that is not an ndarray, or has another shape, is
+    Parameters must be float32, float64, complex64 or complex128 (float16,
+    bfloat16 and longdouble are refused when the group is built, ``TypeError``).
+    Gradients, parameters, state and each group's hyperparameters as they are
+    then are checked at :meth:`step`, all of them before anything changes (see
+    :meth:`step`): a ``.grad`` that is not an ndarray, or has another shape, is
     refused; so is one of another dtype (``TypeError``), never cast: torch
     refuses assigning a gradient whose dtype differs from the parameter's, and a
     silent cast would round a float64 gradient or widen a float32 step.  A real
@@ -153,6 +163,9 @@ class RMSprop(Optimizer):
         unknown = sorted(map(repr, set(group) - _GROUP_KEYS))
         if unknown:
             raise TypeError(f"unknown hyperparameter {', '.join(unknown)}; RMSprop takes {sorted(_GROUP_KEYS)}")
+        missing = [repr(key) for key in _REAL_HYPERPARAMETERS + _BOOL_HYPERPARAMETERS if key not in group]
+        if missing:  # only a group edited after it was added can lack one
+            raise KeyError(f"missing hyperparameter {', '.join(missing)}")
         checked = dict(group)
         for key in _BOOKKEEPING_KEYS:
             if key in group:
@@ -206,12 +219,13 @@ class RMSprop(Optimizer):
             checked[key] = np.array(value, copy=True)
         return checked
 
-    def _plain_grad(self, param: Tensor) -> np.ndarray | None:
+    def _plain_grad(self, param: Tensor, state: dict[str, Any] | None) -> np.ndarray | None:
         """Return ``param.grad`` if it passes :meth:`_checked_grad` trivially, else None.
 
-        The common case, a plain ndarray gradient matching a plain ndarray
-        parameter whose state buffers match too, costs a few attribute reads
-        here; anything else goes through the full check and its messages.
+        ``state`` is ``param``'s state, or None.  The common case, a plain ndarray gradient matching a plain, writable
+        ndarray parameter of a supported dtype, whose state is a float step and
+        writable buffers that match, costs a few attribute reads here; anything
+        else goes through the full check and its messages.
         """
         grad, data = param.grad, param.data
         if not (
@@ -219,35 +233,55 @@ class RMSprop(Optimizer):
             and type(data) is np.ndarray
             and grad.shape == data.shape
             and grad.dtype == data.dtype
-            and data.dtype.kind in "fc"
+            and data.dtype.type in SUPPORTED_DTYPES
+            and data.flags.writeable
         ):
             return None
-        state = self.state.get(param)
         if state:
-            for key in _BUFFERS:
-                buf = state.get(key)
-                if buf is not None and (
-                    type(buf) is not np.ndarray or buf.shape != data.shape or buf.dtype != data.dtype
+            if type(state.get("step")) is not float or "square_avg" not in state:
+                return None
+            for key, buf in state.items():
+                if key != "step" and (
+                    key not in _BUFFER_KEYS
+                    or type(buf) is not np.ndarray
+                    or buf.shape != data.shape
+                    or buf.dtype != data.dtype
+                    or not buf.flags.writeable
                 ):
                     return None
-            if not state.keys() <= _STATE_KEYS:
-                return None
         return grad
 
     def _checked_grad(self, param: Tensor, where: str) -> np.ndarray:
-        """Return ``param.grad`` after checking it can update ``param``."""
+        """Return ``param.grad`` after checking it, ``param`` and its state can make a step."""
         grad = param.grad
-        if not isinstance(param.data, np.ndarray) or param.dtype.kind not in "fc":
+        if not isinstance(param.data, np.ndarray) or param.dtype.type not in SUPPORTED_DTYPES:
             raise TypeError(
                 f"{where}: the parameter's data is {_describe(param.data)}; "
-                "only floating point and complex arrays can be optimized"
+                f"only {SUPPORTED_DTYPE_NAMES} arrays can be optimized"
             )
-        for key, value in self.state.get(param, {}).items():
-            if isinstance(value, np.ndarray) and (value.shape, value.dtype) != (param.shape, param.dtype):
+        if not param.data.flags.writeable:
+            raise ValueError(f"{where}: the parameter's data is read-only; the step updates it in place")
+        state = self.state.get(param, {})
+        if state:
+            for key in ("step", "square_avg"):
+                if key not in state:
+                    raise KeyError(f"{where}: state has no {key!r}")
+            step = state["step"]
+            if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{where}: state['step'] must be a number, got {_describe(step)}")
+        for key in _BUFFERS:
+            value = state.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"{where}: state[{key!r}] must be an ndarray, got {_describe(value)}")
+            if (value.shape, value.dtype) != (param.shape, param.dtype):
                 raise ValueError(
                     f"{where}: state[{key!r}] is {_describe(value)} but the parameter is now "
                     f"{_describe(param.data)}; was .data replaced after the optimizer saw it?"
                 )
+            if not value.flags.writeable:
+                raise ValueError(f"{where}: state[{key!r}] is read-only; the step updates it in place")
         if not isinstance(grad, np.ndarray):
             raise TypeError(f"{where}: .grad must be an ndarray or None, got {_describe(grad)}")
         if isinstance(grad, np.ma.MaskedArray):
@@ -262,28 +296,50 @@ class RMSprop(Optimizer):
             )
         return grad
 
-    def _state_for(self, param: Tensor, group: ParamGroup) -> dict[str, Any]:
-        """Return ``param``'s state, creating zero buffers the group's flags need."""
-        state = self.state.setdefault(param, {})
-        if not state:
-            state["step"] = 0.0
-            state["square_avg"] = np.zeros_like(param.data)
-        if group["momentum"] > 0 and "momentum_buffer" not in state:
-            state["momentum_buffer"] = np.zeros_like(param.data)
-        if group["centered"] and "grad_avg" not in state:
-            state["grad_avg"] = np.zeros_like(param.data)
-        return state
+    def _checked_groups(self) -> list[ParamGroup]:
+        """Return each group's hyperparameters as they are now, checked and normalised (the groups stay as they are)."""
+        checked = []
+        for gi, group in enumerate(self.param_groups):
+            try:
+                checked.append(self._check_group({k: v for k, v in group.items() if k != "params"}))
+            except (TypeError, ValueError, KeyError) as err:
+                raise type(err)(f"param_groups[{gi}]: {err.args[0]}") from None
+        return checked
 
-    #: Threads for :meth:`step`: an int >= 1, or None for ``$LUCID_NUM_THREADS``, else the CPUs
-    #: available (at most 8).  Set it on the class or on one optimizer (``opt.num_threads = 1``);
+    def _new_entry(self, param: Tensor, state: dict[str, Any] | None, group: ParamGroup) -> dict[str, Any]:
+        """Return ``param``'s state (``state``) as a new dict, with zero buffers for what it lacks and ``group`` uses.
+
+        Nothing is stored: the step stores it when it commits.
+        """
+        entry = dict(state) if state else {"step": 0.0, "square_avg": np.zeros_like(param.data)}
+        if group["momentum"] > 0 and "momentum_buffer" not in entry:
+            entry["momentum_buffer"] = np.zeros_like(param.data)
+        if group["centered"] and "grad_avg" not in entry:
+            entry["grad_avg"] = np.zeros_like(param.data)
+        return entry
+
+    #: Threads for :meth:`step`: an int from 1 to 64, or None for ``$LUCID_NUM_THREADS``, else the
+    #: CPUs available (at most 8).  Set it on the class or on one optimizer (``opt.num_threads = 1``);
     #: the results do not depend on it, bit for bit.
     num_threads: int | None = None
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter whose ``.grad`` is not None.
 
-        Every gradient is checked before any parameter changes, so a refused
-        step changes nothing.
+        All or nothing, in three phases.  First everything the step reads is
+        checked: each group's hyperparameters as they are now (a scheduler, or
+        anyone, may have edited them), the thread count, and for each parameter
+        its gradient, dtype and writability and those of its state.  Then
+        everything the step needs is allocated: new state buffers, scratch,
+        flat storage, and the new values of the parameters that take the
+        reference path.  Only then is anything written: step counters, new
+        state, the update.  A refusal (``TypeError``, ``ValueError``,
+        ``KeyError``, naming the parameter or group) or a ``MemoryError`` in the
+        first two phases changes nothing.  SIGINT during the writes, in the
+        main thread with Python's default handler, is held back until they are
+        done and then raised as ``KeyboardInterrupt``.  (The writes allocate
+        no more than block-sized temporaries.)  A gradient sharing memory with
+        its parameter or state is read as it was when ``step`` was called.
 
         Parameters
         ----------
@@ -299,22 +355,34 @@ class RMSprop(Optimizer):
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        # 1. check (and 2. make new state entries, which are not state until the commit)
+        hypers = self._checked_groups()
+        threads = resolve_num_threads(self.num_threads)
         work = []
-        for gi, group in enumerate(self.param_groups):
+        created = []
+        for gi, (group, hyper) in enumerate(zip(self.param_groups, hypers)):
+            momentum, centered = hyper["momentum"] > 0, hyper["centered"]
             for pi, param in enumerate(group["params"]):
-                if param.grad is not None:
-                    grad = self._plain_grad(param)
-                    if grad is None:
-                        grad = self._checked_grad(param, f"param_groups[{gi}]['params'][{pi}]")
-                    work.append((group, param, grad))
-        threads = resolve_num_threads(self.num_threads)  # a bad count is refused before anything changes
-        updates = []
-        for group, param, grad in work:
-            state = self._state_for(param, group)
-            state["step"] += 1.0
-            updates.append((group, param, grad, state))
-        # rmsprop_update's bits, blocked, in place and threaded (complex and strided: rmsprop_update itself)
+                if param.grad is None:
+                    continue
+                state = self.state.get(param)
+                grad = self._plain_grad(param, state)
+                if grad is None:
+                    grad = self._checked_grad(param, f"param_groups[{gi}]['params'][{pi}]")
+                entry = state
+                if not state or (momentum and "momentum_buffer" not in state) or (centered and "grad_avg" not in state):
+                    entry = self._new_entry(param, state, hyper)
+                    created.append((param, entry))
+                work.append((gi, hyper, param, grad, entry))
+        # 2. allocate: rmsprop_update's bits, blocked, in place and threaded (complex and strided:
+        # rmsprop_update itself, computed here)
         if self.__dict__.get("_fast_step") is None:
             self._fast_step = FastStep()
-        self._fast_step.run(updates, threads)
+        update = self._fast_step.prepare(work, threads)
+        # 3. commit
+        with interrupts_deferred():
+            self.state.update(created)
+            for *_, entry in work:
+                entry["step"] += 1.0
+            update()
         return loss

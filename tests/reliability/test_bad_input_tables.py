@@ -21,6 +21,7 @@ from lucid.optim import RMSprop
 
 REAL_KEYS = ("lr", "alpha", "eps", "weight_decay", "momentum")
 BOOL_KEYS = ("centered", "maximize")
+SUPPORTED = "only float32, float64, complex64 and complex128 parameters can be optimized"
 
 
 def _message(err: BaseException) -> str:
@@ -100,13 +101,16 @@ PARAM_ROWS: list[tuple[str, Callable[[], Any], dict[str, Any], type[Exception], 
     ("none", lambda: None, {}, TypeError, "got None"),
     ("bare-tensor", lambda: Parameter([1.0]), {}, TypeError, "Parameter(shape=(1,), dtype=float32)"),
     ("set", lambda: {Parameter([1.0])}, {}, TypeError, "ordering of tensors in sets"),
-    ("integer-param", lambda: [Parameter(np.arange(3))], {}, TypeError, "params[0] has dtype int64"),
+    ("integer-param", lambda: [Parameter(np.arange(3), requires_grad=False)], {}, TypeError, "params[0] has dtype int64"),
+    ("float16-param", lambda: [Parameter(np.ones(2, np.float32)), Parameter(np.ones(2, np.float16))], {}, TypeError, f"params[1] has dtype float16; {SUPPORTED}"),
+    ("longdouble-param", lambda: [Parameter(np.ones(2, np.longdouble))], {}, TypeError, f"params[0] has dtype {np.dtype(np.longdouble)}; {SUPPORTED}"),
+    ("clongdouble-param", lambda: [Parameter(np.ones(2, np.clongdouble))], {}, TypeError, f"params[0] has dtype {np.dtype(np.clongdouble)}; {SUPPORTED}"),
     ("non-leaf", lambda: [lucid.tensor([1.0], requires_grad=True) * 2], {}, ValueError, "params[0] is not a leaf"),
     ("group-no-params", lambda: [{"lr": 0.1}], {}, ValueError, "no 'params' key"),
     ("group-empty", lambda: [{"params": []}], {}, ValueError, "param group 0: the parameter list is empty"),
     ("unknown-kwarg", lambda: [Parameter([1.0])], {"nesterov": True}, TypeError, "nesterov"),
     ("unknown-group-key", lambda: [{"params": [Parameter([1.0])], "weight_decy": 0.1}], {}, TypeError, "'weight_decy'"),
-]
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -126,6 +130,8 @@ GROUP_ROWS: list[tuple[str, Callable[[list[Parameter]], Any], type[Exception], s
     ("already-in-group-0", lambda ps: {"params": [Parameter([1.0]), ps[1]]}, ValueError, "params[1] is already in param group 0 (its params[1])"),
     ("same-twice", lambda ps: (lambda p: {"params": [p, p]})(Parameter([1.0])), ValueError, "params[1] is the same parameter as params[0]"),
     ("ndarray", lambda ps: {"params": [np.zeros(2)]}, TypeError, "params[0] is ndarray"),
+    ("float16", lambda ps: {"params": [Parameter(np.ones(2)), Parameter(np.ones(2, np.float16))]}, TypeError, f"param group 2: params[1] has dtype float16; {SUPPORTED}"),
+    ("longdouble", lambda ps: {"params": [Parameter(np.ones(2, np.longdouble))]}, TypeError, f"params[0] has dtype {np.dtype(np.longdouble)}"),
     ("unknown-key", lambda ps: {"params": [Parameter([1.0])], "nesterov": True}, TypeError, "'nesterov'"),
 ]  # fmt: skip
 
@@ -143,14 +149,28 @@ def test_add_param_group_refuses_bad_groups(make, error, needle, tally, snap) ->
 
 
 # ---------------------------------------------------------------- gradients
-def _replace_data(value: np.ndarray) -> Callable[[list[Parameter]], None]:
-    def setup(params: list[Parameter]) -> None:
+Setup = Callable[[list[Parameter], RMSprop], None]
+
+
+def _replace_data(value: np.ndarray) -> Setup:
+    def setup(params: list[Parameter], opt: RMSprop) -> None:
         params[2].data = value
 
     return setup
 
 
-GRAD_ROWS: list[tuple[str, Any, Callable[[list[Parameter]], None] | None, type[Exception], str]] = [
+def _read_only_data(params: list[Parameter], opt: RMSprop) -> None:
+    params[2].data.flags.writeable = False
+
+
+def _read_only_state(key: str) -> Setup:
+    def setup(params: list[Parameter], opt: RMSprop) -> None:
+        opt.state[params[2]][key].flags.writeable = False
+
+    return setup
+
+
+GRAD_ROWS: list[tuple[str, Any, Setup | None, type[Exception], str]] = [
     ("shape-(1,)", np.ones(1), None, ValueError, ".grad has shape (1,), the parameter has ()"),
     ("shape-(1,1)", np.ones((1, 1)), None, ValueError, ".grad has shape (1, 1)"),
     ("int64", np.array(1), None, TypeError, ".grad has dtype int64, the parameter has float64"),
@@ -167,6 +187,10 @@ GRAD_ROWS: list[tuple[str, Any, Callable[[list[Parameter]], None] | None, type[E
     ("masked-array", np.ma.masked_array(1.0, mask=True), None, TypeError, ".grad is a masked array; its mask would be ignored"),
     ("param-data-int", np.array(1), _replace_data(np.array(1)), TypeError, "the parameter's data is ndarray(shape=(), dtype=int64)"),
     ("param-data-reshaped", np.ones(2), _replace_data(np.ones(2)), ValueError, "state['square_avg'] is ndarray(shape=()"),
+    ("param-data-float16", np.array(1, np.float16), _replace_data(np.array(1, np.float16)), TypeError, f"the parameter's data is ndarray(shape=(), dtype=float16); {SUPPORTED.replace('parameters', 'arrays')}"),
+    ("param-data-longdouble", np.array(1, np.longdouble), _replace_data(np.array(1, np.longdouble)), TypeError, f"dtype={np.dtype(np.longdouble)})"),
+    ("param-data-read-only", np.array(1.0), _read_only_data, ValueError, "the parameter's data is read-only"),
+    ("state-read-only", np.array(1.0), _read_only_state("momentum_buffer"), ValueError, "state['momentum_buffer'] is read-only"),
 ]  # fmt: skip
 
 
@@ -178,7 +202,7 @@ def test_bad_gradient_refuses_the_whole_step(grad, setup, error, needle, tally, 
     with tally.case():
         params, opt = trained()
         if setup is not None:
-            setup(params)
+            setup(params, opt)
         params[0].grad = np.ones((2, 3))
         params[1].grad = np.ones(4)
         params[2].grad = grad
@@ -186,6 +210,35 @@ def test_bad_gradient_refuses_the_whole_step(grad, setup, error, needle, tally, 
         with pytest.raises(error) as info:
             opt.step()
         assert "param_groups[1]['params'][0]" in _message(info.value) and needle in _message(info.value)
+        assert snap(opt, params) == before
+
+
+def _edit(**changes: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda group: group.update(changes)
+
+
+STEP_GROUP_ROWS: list[tuple[str, Callable[[dict[str, Any]], Any], type[Exception], str]] = [
+    *((name, _edit(**kwargs), error, needle) for name, kwargs, error, needle in HYPER_ROWS),
+    ("unknown-key", _edit(weight_decy=0.1), TypeError, "unknown hyperparameter 'weight_decy'"),
+    ("lr-deleted", lambda group: group.pop("lr"), KeyError, "missing hyperparameter 'lr'"),
+    ("initial_lr-str", _edit(initial_lr="0.1"), TypeError, "initial_lr must be a real number, got '0.1'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "needle"), [r[1:] for r in STEP_GROUP_ROWS], ids=[r[0] for r in STEP_GROUP_ROWS]
+)
+def test_step_refuses_a_group_edited_after_construction(edit, error, needle, tally, snap) -> None:
+    """A group is checked as it is at each step (a scheduler edits ``lr`` in place), before anything changes."""
+    with tally.case():
+        params, opt = trained()
+        for p in params:
+            p.grad = np.ones(p.shape)
+        edit(opt.param_groups[1])
+        before = snap(opt, params)
+        with pytest.raises(error) as info:
+            opt.step()
+        assert "param_groups[1]" in _message(info.value) and needle in _message(info.value)
         assert snap(opt, params) == before
 
 
