@@ -37,7 +37,7 @@ def _grads(params: list[Parameter], seed: int = 1) -> None:
 
 
 def _mixed() -> list[Parameter]:
-    """Small and large (threaded, in place) parameters of both real dtypes, in two groups' worth."""
+    """Small (flat-packed) and large (in place, threaded) parameters of both real dtypes."""
     rng = np.random.default_rng(0)
     shapes = [(3, 4), (_fast.PARALLEL_MIN + 5,), (7,), (_fast.SMALL + 1,)]
     return [Parameter(rng.standard_normal(s).astype(d)) for s in shapes for d in (np.float32, np.float64)]
@@ -207,7 +207,7 @@ def test_thread_count_cap_is_a_limit_not_a_default(monkeypatch) -> None:
 
 
 # ------------------------------------------------------------ gradients that share memory with the step's writes
-N = 100_003  # several blocks on each of two threads
+N = 100_003  # above PARALLEL_MIN: shared between two threads, a thread boundary inside the array
 
 
 def _overlapping(kind: str, dtype: type) -> tuple[Parameter, RMSprop, np.ndarray]:
