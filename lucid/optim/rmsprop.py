@@ -318,6 +318,19 @@ class RMSprop(Optimizer):
             entry["grad_avg"] = np.zeros_like(param.data)
         return entry
 
+    def _state_for(self, param: Tensor, group: ParamGroup) -> dict[str, Any]:
+        """Return ``param``'s state, creating and storing the zero buffers ``group``'s flags need.
+
+        For subclasses with a step of their own (the deliberately wrong variants
+        of the tests and of the conformance mutants); :meth:`step` stores new
+        state only when it commits.
+        """
+        state = self.state.get(param)
+        needs = ["square_avg"] + ["momentum_buffer"] * (group["momentum"] > 0) + ["grad_avg"] * bool(group["centered"])
+        if not state or any(name not in state for name in needs):
+            state = self.state[param] = self._new_entry(param, state, group)
+        return state
+
     #: Threads for :meth:`step`: an int from 1 to 64, or None for ``$LUCID_NUM_THREADS``, else the
     #: CPUs available (at most 8).  Set it on the class or on one optimizer (``opt.num_threads = 1``);
     #: the results do not depend on it, bit for bit.
