@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["REQUIRED_ATTRIBUTES", "load_candidate"]
+__all__ = ["DEFAULT_CANDIDATE", "REQUIRED_ATTRIBUTES", "load_candidate"]
+
+#: The candidate every command checks unless ``--optimizer`` names another.
+DEFAULT_CANDIDATE = "lucid.optim:RMSprop"
 
 REQUIRED_ATTRIBUTES = ("step", "state_dict", "load_state_dict", "zero_grad")
 

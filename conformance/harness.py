@@ -19,12 +19,13 @@ import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from conformance.candidates import load_candidate
+from conformance.candidates import DEFAULT_CANDIDATE, load_candidate
 from conformance.checks import CheckOutcome, run_checks
-from conformance.matrix import Case, cases
+from conformance.matrix import Case, select_cases
 from conformance.scenario import GroupSpec, ParamSpec, Scenario
 
 __all__ = [
+    "DEFAULT_CANDIDATE",
     "CandidateReport",
     "ScenarioResult",
     "check_candidate",
@@ -32,8 +33,6 @@ __all__ = [
     "replay_command",
     "search_case",
 ]
-
-DEFAULT_CANDIDATE = "lucid.optim:RMSprop"
 
 
 def replay_command(scenario: Scenario, optimizer: str | None = None) -> str:
@@ -179,7 +178,8 @@ def check_candidate(
     device : {"cpu", "cuda"}
         The cases to run (cuda raises :class:`~conformance.checks.DeviceUnavailableError` without a GPU).
     case_filter : str
-        Only cases whose id contains this text.
+        Only the cases this text selects (:func:`conformance.matrix.select_cases`: part of a case
+        id in either spelling, or a drift case's id, whose scale is ignored).
     examples : int
         Hypothesis-drawn scenarios per case, after the probes (0: probes only).
     seed : int
@@ -192,7 +192,7 @@ def check_candidate(
     name = optimizer if isinstance(optimizer, str) else f"{optimizer.__module__}:{optimizer.__qualname__}"
     cls = load_candidate(optimizer) if isinstance(optimizer, str) else optimizer
     report = CandidateReport(name)
-    chosen = list(selected) if selected is not None else [c for c in cases(device) if case_filter in c.id]
+    chosen = list(selected) if selected is not None else select_cases(case_filter, device)
     for case in chosen:
         for scenario in probe_scenarios(case, seed):
             report.results.append(ScenarioResult(scenario, run_checks(scenario, cls)))

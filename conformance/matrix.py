@@ -10,8 +10,10 @@ with its own values.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import itertools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,7 +34,9 @@ __all__ = [
     "TorchImpl",
     "case_by_id",
     "cases",
+    "describe_no_match",
     "flag_configs",
+    "select_cases",
 ]
 
 #: Each numerical flag and the values it takes (momentum and weight decay: off and on;
@@ -144,8 +148,25 @@ class Case:
 
     @property
     def id(self) -> str:
-        """A stable identifier, e.g. ``c1-m0-wd1-max0-float32-cpu-foreach0-cap0-tlr0``."""
+        """A stable identifier, e.g. ``c1-m0-wd1-max0-float32-cpu-foreach0-cap0-tlr0``.
+
+        The one spelling of a case everywhere: ``check --cases`` and ``--replay``,
+        and the drift reports, whose case ids are this id with the gradient scale
+        appended (``...-tlr0-scale=1e-08``, :attr:`conformance.report.cases.Case.id`).
+        """
         return f"{self.flags.name}-{self.dtype}-{self.device}-{self.impl.name}"
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Older spellings that select this case too.
+
+        Drift reports of schema version 1 spelled a case ``c0-m0-wd0-max0/float32/foreach0/cpu``
+        (then ``/scale=...``); that spelling names the case with neither ``capturable`` nor a
+        tensor learning rate.
+        """
+        if self.impl.capturable or self.impl.tensor_lr:
+            return ()
+        return (f"{self.flags.name}/{self.dtype}/foreach{int(self.impl.foreach)}/{self.device}",)
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -167,11 +188,45 @@ def cases(device: str | None = None) -> list[Case]:
 
 @functools.cache
 def _by_id() -> dict[str, Case]:
-    return {case.id: case for case in cases()}
+    return {name: case for case in cases() for name in (case.id, *case.aliases)}
+
+
+#: A drift case's gradient scale at the end of its id, in either spelling.
+_SCALE_SUFFIX = re.compile(r"[-/]scale=[^/]*$")
+
+
+def select_cases(text: str, device: str | None = None) -> list[Case]:
+    """Return the cases (of ``device``, or all) that the filter ``text`` selects, in matrix order.
+
+    ``text`` selects a case when it is part of the case's :attr:`~Case.id` or of one of its
+    :attr:`~Case.aliases`; a drift report's case id (``...-scale=1e-08``) selects the matrix case
+    it measures (the scale is not an axis of the matrix).  The empty text selects every case.
+    """
+    key = _SCALE_SUFFIX.sub("", text)
+    return [case for case in cases(device) if any(key in name for name in (case.id, *case.aliases))]
+
+
+def describe_no_match(text: str, device: str) -> str:
+    """Explain why the filter ``text`` selects no case of ``device``: what ids look like, the closest ones."""
+    pool = cases(device)
+    names = [case.id for case in pool]
+    parts = [f"--cases {text!r} matches none of the {len(pool)} {device} cases"]
+    elsewhere = [d for d in DEVICES if d != device and select_cases(text, d)]
+    if elsewhere:
+        parts.append(f"it matches {len(select_cases(text, elsewhere[0]))} case(s) with --device {elsewhere[0]}")
+    impls = sorted({impl.name for impl in IMPLS[device]})
+    parts.append(
+        f"ids look like {names[0]} (flags c0|1-m0|1-wd0|1-max0|1, dtype "
+        f"{'|'.join(np.dtype(d).name for d in DTYPES)}, device {device}, implementation {'|'.join(impls)})"
+    )
+    close = difflib.get_close_matches(_SCALE_SUFFIX.sub("", text), names, n=3, cutoff=0.6)
+    if close:
+        parts.append(f"closest: {', '.join(close)}")
+    return "; ".join(parts)
 
 
 def case_by_id(case_id: str) -> Case:
-    """Return the case whose :attr:`Case.id` is ``case_id``.
+    """Return the case whose :attr:`Case.id` (or one of its :attr:`Case.aliases`) is ``case_id``.
 
     Raises
     ------

@@ -8,6 +8,7 @@ runs alone, in a shard, or in the whole run.
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -15,9 +16,44 @@ from typing import Any
 
 import numpy as np
 
-from conformance.matrix import DTYPES, TORCH_IMPLS, FlagConfig, flag_configs
+from conformance.matrix import DTYPES, TORCH_IMPLS, FlagConfig, TorchImpl, flag_configs
 
-__all__ = ["FULL", "QUICK", "Case", "Settings", "Shard", "build_cases", "parse_shard"]
+__all__ = [
+    "FULL",
+    "LOGNORMAL_SIGMA",
+    "MAX_ELEMENT_STEPS",
+    "MAX_SCALE",
+    "MAX_SIZE",
+    "MAX_STEPS",
+    "MIN_SCALE",
+    "QUICK",
+    "Case",
+    "Settings",
+    "Shard",
+    "build_cases",
+    "check_settings",
+    "drift_case_id",
+    "legacy_drift_case_id",
+    "parse_shard",
+]
+
+#: Spread of the ``lognormal`` stream's magnitudes (:func:`conformance.report.measure.drift_stream`):
+#: 99.7% of them lie within exp(+-3 * 0.5), a factor 4.5, of the case's scale.
+LOGNORMAL_SIGMA = 0.5
+
+#: Most steps per case: 150 times the default, far beyond any free-running bound's use.
+MAX_STEPS = 10_000
+#: Most elements of the parameter: 4096 times the default.
+MAX_SIZE = 2**20
+#: Most gradient elements one case draws (steps x size; 2^25 float64 values are 256 MiB),
+#: so a run's memory stays bounded whatever the two flags are.
+MAX_ELEMENT_STEPS = 2**25
+#: Gradient scales a run can measure.  Above MAX_SCALE the largest gradients of the
+#: stream (six of its standard deviations, a factor e^3 = 20) square to infinity in
+#: float32; below MIN_SCALE the smallest are not normal float32 numbers.  Either way
+#: the cases would agree with torch vacuously (every step infinite, or nothing to round).
+MAX_SCALE = float(np.sqrt(np.finfo(np.float32).max)) / math.exp(6 * LOGNORMAL_SIGMA)
+MIN_SCALE = float(np.finfo(np.float32).tiny) * math.exp(6 * LOGNORMAL_SIGMA)
 
 
 @dataclass(frozen=True)
@@ -85,9 +121,61 @@ class Case:
     seed: int = field(compare=False)
 
     @property
+    def matrix_id(self) -> str:
+        """The id of the conformance matrix case whose torch implementation this case measures.
+
+        E.g. ``c0-m1-wd0-max0-float32-cpu-foreach0-cap0-tlr0`` (:attr:`conformance.matrix.Case.id`;
+        ``check --cases`` takes it, and this case's :attr:`id` too).
+        """
+        return f"{self.config.name}-{self.dtype}-{self.device}-{TorchImpl(self.foreach).name}"
+
+    @property
     def id(self) -> str:
-        """Stable identifier, e.g. ``c0-m1-wd0-max0/float32/foreach0/cpu/scale=0.0001``."""
-        return f"{self.config.name}/{self.dtype}/foreach{int(self.foreach)}/{self.device}/scale={self.scale:g}"
+        """Stable identifier: :attr:`matrix_id` and the scale.
+
+        E.g. ``c0-m1-wd0-max0-float32-cpu-foreach0-cap0-tlr0-scale=0.0001``; the scale to six
+        significant digits, as :func:`check_settings` requires scales to differ.
+        """
+        return drift_case_id(self.config.name, self.dtype, self.device, self.foreach, self.scale)
+
+
+def drift_case_id(config: str, dtype: str, device: str, foreach: bool, scale: float) -> str:
+    """Return the id of the drift case with these fields (:attr:`Case.id`)."""
+    return f"{config}-{dtype}-{device}-{TorchImpl(foreach).name}-scale={scale:g}"
+
+
+def legacy_drift_case_id(config: str, dtype: str, device: str, foreach: bool, scale: float) -> str:
+    """Return the id schema version 1 gave the drift case with these fields (``c0-m1-wd0-max0/float32/...``)."""
+    return f"{config}/{dtype}/foreach{int(foreach)}/{device}/scale={scale:g}"
+
+
+def check_settings(settings: Settings) -> None:
+    """Raise ``ValueError``, naming the value, if a run cannot measure ``settings`` meaningfully.
+
+    Bounds: :data:`MAX_STEPS`, :data:`MAX_SIZE`, :data:`MAX_ELEMENT_STEPS` (memory) and the
+    scale range [:data:`MIN_SCALE`, :data:`MAX_SCALE`] (outside it every case agrees
+    vacuously).  Scales must also differ in the six digits a case id keeps.
+    """
+    if not 1 <= settings.steps <= MAX_STEPS:
+        raise ValueError(f"steps {settings.steps} is outside 1..{MAX_STEPS}")
+    if not 1 <= settings.size <= MAX_SIZE:
+        raise ValueError(f"size {settings.size} is outside 1..{MAX_SIZE} elements")
+    if settings.steps * settings.size > MAX_ELEMENT_STEPS:
+        raise ValueError(
+            f"steps x size = {settings.steps} x {settings.size} = {settings.steps * settings.size} gradient "
+            f"elements per case, more than {MAX_ELEMENT_STEPS} (a run's memory bound)"
+        )
+    for scale in settings.scales:
+        if not MIN_SCALE <= scale <= MAX_SCALE:
+            raise ValueError(
+                f"scale {scale:g} is outside [{MIN_SCALE:.3g}, {MAX_SCALE:.3g}]: float32 gradients of that scale "
+                + ("square to infinity" if scale > MAX_SCALE else "are not normal numbers")
+                + ", so every case would agree with torch vacuously"
+            )
+    spelled = [f"{scale:g}" for scale in settings.scales]
+    repeated = sorted({s for s in spelled if spelled.count(s) > 1})
+    if repeated:
+        raise ValueError(f"scales repeat (to six digits, as case ids spell them): {', '.join(repeated)}")
 
 
 def _case_seed(root: int, config: FlagConfig, scale: float) -> int:

@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from conformance.report.cases import Settings, Shard, build_cases
-from conformance.report.measure import ULP_BIN_EDGES, measure_case
 from conformance.report.schema import SCHEMA_NAME, SCHEMA_VERSION, environment
 
-__all__ = ["merge_results", "run_drift"]
+__all__ = ["CandidateError", "merge_results", "run_drift"]
+
+
+class CandidateError(RuntimeError):
+    """The candidate raised while a case was measured (``run`` exits 3: the candidate could not run)."""
 
 
 def run_drift(
@@ -34,7 +37,15 @@ def run_drift(
         Measure only this deterministic slice of the cases.
     progress : bool
         Show a progress bar (tqdm, on stderr, only when it is a terminal).
+
+    Raises
+    ------
+    CandidateError
+        If measuring a case raised (the message names the case and the error; the
+        original is chained).
     """
+    from conformance.report.measure import ULP_BIN_EDGES, measure_case  # torch is imported here
+
     cases = build_cases(settings)
     if shard is not None:
         cases = shard.select(cases)
@@ -44,7 +55,12 @@ def run_drift(
         iterator = tqdm(cases, desc="drift", unit="case", disable=None, leave=False)
     else:
         iterator = cases
-    records = [measure_case(case, settings, optimizer_class) for case in iterator]
+    records = []
+    for case in iterator:
+        try:
+            records.append(measure_case(case, settings, optimizer_class))
+        except Exception as err:
+            raise CandidateError(f"measuring {case.id} raised {type(err).__name__}: {err}") from err
     return {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
@@ -84,6 +100,10 @@ def merge_results(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if indices != list(range(1, count + 1)):
         raise ValueError(f"need shards 1..{count} once each, got {indices}")
     order = {case.id: i for i, case in enumerate(build_cases(Settings.from_json(first["settings"])))}
+    unknown = [case["id"] for s in shards for case in s["cases"] if case["id"] not in order]
+    if unknown:
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise ValueError(f"shards hold cases the run's settings do not make: {', '.join(unknown[:3])}{more}")
     cases = sorted((case for s in shards for case in s["cases"]), key=lambda case: order[case["id"]])
     if [c["id"] for c in cases] != list(order):
         raise ValueError("the shards' cases are not exactly the run's cases")

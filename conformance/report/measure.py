@@ -18,7 +18,7 @@ from conformance.compare import LOCKSTEP_BOUND
 from conformance.freerun import FREE_RUN_BOUND, run_free
 from conformance.lockstep import LockstepResult
 from conformance.oracle import oracle_precision_bits, oracle_step, ulp_error
-from conformance.report.cases import Case, Settings
+from conformance.report.cases import LOGNORMAL_SIGMA, Case, Settings
 from conformance.runners import LockstepPair
 from conformance.streams import gradient_stream
 
@@ -53,11 +53,6 @@ def _stats(distances: NDArray[np.float64]) -> dict[str, float | None]:
     if not x.size:
         return {"max": None, "median": None}
     return {"max": rounded(np.max(x)), "median": rounded(np.median(x))}
-
-
-#: Spread of the ``lognormal`` stream's magnitudes: 99.7% of them lie within
-#: exp(+-3 * 0.5), a factor 4.5, of the case's scale.
-LOGNORMAL_SIGMA = 0.5
 
 
 def drift_stream(kind: str, scale: float, size: int, dtype: str, steps: int, seed: int) -> list[NDArray[Any]]:

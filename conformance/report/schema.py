@@ -4,6 +4,13 @@ Same seed, settings and versions give a byte-identical file: keys are sorted,
 floats are rounded to :data:`conformance.report.measure.DIGITS` significant
 digits, and the document holds no timestamps, host names or paths.  The JSON
 Schema is ``drift.schema.json`` next to this module.
+
+Schema versions: 2 spells a case id as the conformance matrix's case id and
+the scale (``c0-m0-wd0-max0-float32-cpu-foreach0-cap0-tlr0-scale=1e-08``, the
+one spelling ``check --cases`` takes too); version 1 spelled it
+``c0-m0-wd0-max0/float32/foreach0/cpu/scale=1e-08`` and is otherwise the same.
+:func:`load` reads both and hands out version 2 (a version 1 result's ids
+respelled), so old baselines and shards still compare and merge.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "READABLE_VERSIONS",
     "SCHEMA_NAME",
     "SCHEMA_VERSION",
     "atomic_write",
@@ -27,12 +35,15 @@ __all__ = [
     "environment",
     "json_schema",
     "load",
+    "upgrade",
     "validate",
 ]
 
 SCHEMA_NAME = "lucid-conformance-drift"
-#: Bump when a field changes meaning; :func:`load` refuses other versions.
-SCHEMA_VERSION = 1
+#: Bump when a field changes meaning or spelling; :func:`load` refuses versions it cannot upgrade.
+SCHEMA_VERSION = 2
+#: Versions :func:`load` reads (and upgrades to :data:`SCHEMA_VERSION`).
+READABLE_VERSIONS = (1, 2)
 
 
 def _cpu_model() -> str:
@@ -132,17 +143,21 @@ def json_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
-def validate(result: dict[str, Any]) -> None:
-    """Raise ``ValueError`` naming the first problem if ``result`` is not a drift result.
+def validate(result: Any) -> None:
+    """Raise ``ValueError`` naming the first problem if ``result`` is not a drift result of this version.
 
     Uses ``jsonschema`` (the ``report`` extra) when installed; without it,
-    checks the header fields only.
+    checks the header fields only.  Then every case id must be the one its
+    fields spell (:func:`conformance.report.cases.drift_case_id`), once.
     """
+    if not isinstance(result, dict):
+        raise ValueError(f"not a drift result: the document is {_kind(result)}, not a JSON object")
     if result.get("schema") != SCHEMA_NAME:
         raise ValueError(f"not a drift result: schema is {result.get('schema')!r}, expected {SCHEMA_NAME!r}")
     if result.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(
-            f"drift result has schema_version {result.get('schema_version')!r}; this harness reads {SCHEMA_VERSION}"
+            f"drift result has schema_version {result.get('schema_version')!r}; this harness writes "
+            f"{SCHEMA_VERSION} and reads {' and '.join(map(str, READABLE_VERSIONS))} (load() upgrades 1)"
         )
     try:
         import jsonschema
@@ -153,15 +168,75 @@ def validate(result: dict[str, Any]) -> None:
     except jsonschema.ValidationError as err:
         where = "/".join(map(str, err.absolute_path)) or "(top level)"
         raise ValueError(f"invalid drift result at {where}: {err.message}") from None
+    _check_ids(result["cases"])
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else f"a JSON {type(value).__name__} ({str(value)[:40]!r})"
+
+
+def _spelled(case: dict[str, Any], spell: Any) -> str:
+    return spell(case["config"], case["dtype"], case["device"], case["foreach"], case["scale"])
+
+
+def _check_ids(cases: list[dict[str, Any]]) -> None:
+    from conformance.report.cases import drift_case_id
+
+    seen: set[str] = set()
+    for i, case in enumerate(cases):
+        expected = _spelled(case, drift_case_id)
+        if case["id"] != expected:
+            raise ValueError(
+                f"invalid drift result at cases/{i}/id: {case['id']!r}, but its fields make it {expected!r}"
+            )
+        if case["id"] in seen:
+            raise ValueError(f"invalid drift result at cases/{i}/id: {case['id']!r} appears twice")
+        seen.add(case["id"])
+
+
+def upgrade(result: Any) -> Any:
+    """Return ``result`` in :data:`SCHEMA_VERSION` if it is a readable older version (else unchanged).
+
+    Version 1 differs only in the spelling of case ids: each id that is the
+    version 1 spelling of its case's fields is respelled; anything else is left
+    for :func:`validate` to name.
+    """
+    if not isinstance(result, dict) or result.get("schema") != SCHEMA_NAME or result.get("schema_version") != 1:
+        return result
+    from conformance.report.cases import drift_case_id, legacy_drift_case_id
+
+    cases = result.get("cases")
+    if isinstance(cases, list):
+        respelled = []
+        for case in cases:
+            try:
+                if case["id"] == _spelled(case, legacy_drift_case_id):
+                    case = {**case, "id": _spelled(case, drift_case_id)}
+            except (KeyError, TypeError, ValueError):
+                pass  # malformed: validation names it
+            respelled.append(case)
+        result = {**result, "cases": respelled}
+    return {**result, "schema_version": SCHEMA_VERSION}
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate a drift result from ``path``."""
+    """Read, upgrade (:func:`upgrade`) and validate a drift result from ``path``.
+
+    Raises
+    ------
+    OSError
+        If ``path`` cannot be read.
+    ValueError
+        If it is not JSON, not UTF-8, nested absurdly deep, or not a drift result (the message names the file).
+    """
     try:
         result = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a drift result (JSON nested too deeply)") from None
     try:
+        result = upgrade(result)
         validate(result)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
