@@ -1,9 +1,13 @@
 """``python -m conformance compare BASELINE CURRENT``: fail when the numbers moved beyond the thresholds.
 
 Exit status: 0 when nothing regressed (improvements are listed), 1 when a
-case regressed or a baseline case is missing from CURRENT, 2 when the two
-results are not comparable (different settings) or unreadable.  The
-thresholds and their reasons are in :mod:`conformance.report.drift`.
+case regressed (a NaN where the baseline has a number included) or a
+baseline case is missing from CURRENT, 2 when the two results are not
+comparable (different settings) or a file is unreadable or not a drift
+result.  The thresholds and their reasons are in
+:mod:`conformance.report.drift`.  Results of schema version 1 (the committed
+baselines may be older than the harness) are read and their case ids
+respelled; torch is not needed.
 
 BASELINE may be a directory: the file for CURRENT's stack,
 ``cpu-<capability>-torch<version>.json``, is taken from it.
@@ -20,10 +24,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["baseline_name", "register"]
+__all__ = ["EXTRA", "baseline_name", "register"]
+
+#: The install extra this command needs (named when one of its dependencies is missing).
+EXTRA = "report"
 
 
 def baseline_name(result: dict[str, Any]) -> str:
@@ -31,6 +39,17 @@ def baseline_name(result: dict[str, Any]) -> str:
     env = result["environment"]
     devices = "-".join(result["settings"]["devices"])
     return f"{devices}-{env['cpu_capability'].lower()}-torch{env['torch'].split('+')[0]}.json"
+
+
+def _write_baseline(path: Path, text: str, atomic_write: Callable[[Path, str], Path]) -> bool:
+    """Write the baseline (creating its directory); on failure print why and return False."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text)
+    except OSError as err:
+        print(f"error: cannot write baseline {path}: {err.strerror or err}", file=sys.stderr)
+        return False
+    return True
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -46,10 +65,9 @@ def _compare(args: argparse.Namespace) -> int:
     # A directory, or a path that names no .json file: the baselines folder, created on update.
     if baseline_path.is_dir() or (not baseline_path.exists() and baseline_path.suffix != ".json"):
         baseline_path = baseline_path / baseline_name(current)
-        if args.update_baseline:
-            baseline_path.parent.mkdir(parents=True, exist_ok=True)
     if args.update_baseline and not baseline_path.exists():
-        atomic_write(baseline_path, dumps(current))
+        if not _write_baseline(baseline_path, dumps(current), atomic_write):
+            return 2
         print(f"created baseline {baseline_path}")
         return 0
     try:
@@ -65,10 +83,14 @@ def _compare(args: argparse.Namespace) -> int:
     except (NotComparableError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (KeyError, TypeError) as err:  # only without jsonschema, which would have named the field
+        print(f"error: {baseline_path} or {args.current} is not a complete drift result: {err!r}", file=sys.stderr)
+        return 2
     print(f"baseline {baseline_path} vs {args.current}")
     print(comparison.render())
     if args.update_baseline:
-        atomic_write(baseline_path, dumps(current))
+        if not _write_baseline(baseline_path, dumps(current), atomic_write):
+            return 2
         print(f"updated baseline {baseline_path}")
         return 0
     return 1 if comparison.failed else 0
@@ -87,4 +109,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument(
         "--update-baseline", action="store_true", help="write CURRENT over BASELINE after comparing (see above)"
     )
-    cmd.set_defaults(func=_compare)
+    cmd.set_defaults(func=_compare, extra=EXTRA)

@@ -25,7 +25,7 @@ Bitwise-equal fraction (a measured binomial proportion)
 Lockstep ULP distance, Lucid vs torch, maximum
     In ULPs at the magnitude of the terms that form the parameter.  A
     library that changes the rounding of one operation (MKL taking another
-    square-root path moves 20% of float32 roots by one ULP, DESIGN §2) moves
+    square-root path moves 20% of float32 roots by one ULP, docs/rounding.md) moves
     that side's result by at most one such ULP; one per side gives
     :data:`ULP_MAX_SLACK` = 2.  More means more than one rounding changed on
     a side, or the formula changed.
@@ -57,6 +57,11 @@ Bounds and NaN/Inf patterns (no slack)
     :mod:`conformance.compare` and :mod:`conformance.freerun`; a case that
     stayed within one and leaves it regresses.  Non-finite mismatches are
     exact counts from deterministic inputs: any increase regresses.
+
+A NaN or an infinity where the baseline has a number (the harness writes
+neither; another writer, or a hand edit, may) is a regression of that metric,
+never "no drift": every comparison with a NaN is false, so a threshold test
+alone would let it pass.
 """
 
 from __future__ import annotations
@@ -180,13 +185,61 @@ def _bitwise(base: dict[str, Any], cur: dict[str, Any], z: float) -> tuple[float
     return f0, f1, z * se
 
 
+#: Names of the metrics the thresholds judge, by their path in a case (others are named by path).
+_METRIC_NAMES = {
+    ("lockstep", "ulp", "max"): "lockstep ULP max",
+    ("lockstep", "lucid_oracle_ulp", "max"): "lucid oracle ULP max",
+    ("lockstep", "lucid_oracle_ulp", "median"): "lucid oracle ULP median",
+    ("lockstep", "torch_oracle_ulp", "max"): "torch oracle ULP max",
+    ("lockstep", "torch_oracle_ulp", "median"): "torch oracle ULP median",
+    ("free_run", "final_relative_error"): "free-run rel. error",
+}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _nonfinite(x: Any) -> bool:
+    return isinstance(x, float) and not math.isfinite(x)
+
+
+def _leaves(value: Any, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], Any]:
+    """Every number of a case's ``lockstep`` / ``free_run`` records (and lists), by path."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _leaves(item, (*path, key)).items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _leaves(item, (*path, i)).items()}
+    return {path: value} if _is_number(value) else {}
+
+
+def _metric_name(path: tuple[Any, ...]) -> str:
+    if path in _METRIC_NAMES:
+        return _METRIC_NAMES[path]
+    mode = "lockstep" if path[0] == "lockstep" else "free run"
+    rest = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[1:]).lstrip(".")
+    return f"{mode} {rest}"
+
+
 def _compare_case(base: dict[str, Any], cur: dict[str, Any], z: float, steps: int) -> list[Change]:
     changes: list[Change] = []
 
     def add(metric: str, b: float | None, c: float | None, limit: str, regression: bool) -> None:
         changes.append(Change(cur["id"], cur["config"], metric, b, c, limit, regression))
 
+    # Non-finite numbers first: the thresholds below skip them.
+    base_leaves = {**_leaves(base["lockstep"], ("lockstep",)), **_leaves(base["free_run"], ("free_run",))}
+    cur_leaves = {**_leaves(cur["lockstep"], ("lockstep",)), **_leaves(cur["free_run"], ("free_run",))}
+    for path, c in cur_leaves.items():
+        b = base_leaves.get(path)
+        if _nonfinite(c) and b is not None and not _nonfinite(b):
+            add(_metric_name(path), b, c, "became NaN" if math.isnan(c) else "became infinite", True)
+        elif b is not None and _nonfinite(b) and not _nonfinite(c):
+            add(_metric_name(path), b, c, "became finite", False)
+
     def higher_is_worse(metric: str, b: float | None, c: float | None, slack: float, reason: str) -> None:
+        if _nonfinite(b) or _nonfinite(c):
+            return  # judged above
         if b is None or c is None:
             if (b is None) != (c is None):
                 add(metric, b, c, "became unavailable" if c is None else "became finite", c is None)
@@ -218,7 +271,9 @@ def _compare_case(base: dict[str, Any], cur: dict[str, Any], z: float, steps: in
         if c["nonfinite_mismatches"] > b["nonfinite_mismatches"]:
             add(f"{mode} NaN/Inf mismatches", b["nonfinite_mismatches"], c["nonfinite_mismatches"], "any rise", True)
     fb, fc = base["free_run"]["final_relative_error"], cur["free_run"]["final_relative_error"]
-    if fb is not None and fc is not None:
+    if _nonfinite(fb) or _nonfinite(fc):
+        pass  # judged above
+    elif fb is not None and fc is not None:
         floor = float(np.finfo(cur["dtype"]).eps) * math.sqrt(steps)  # 2u sqrt(N)
         if fc > FREE_RUN_FACTOR * max(fb, floor):
             add("free-run rel. error", fb, fc, f"x{fc / max(fb, floor):.3g} of max(baseline, 2u sqrt N)", True)
