@@ -1,9 +1,17 @@
 """``python -m conformance run``: measure drift from torch over the case matrix and write the reports.
 
 Writes ``drift.json`` (the schema-versioned result ``compare`` and ``merge``
-read), ``drift.md`` and a self-contained ``drift.html`` into ``--out``, and
-prints agreement per configuration as a table.  Exit status 1 when a case
-leaves a derived bound (the candidate disagrees with torch), 0 otherwise.
+read), ``drift.md`` and a self-contained ``drift.html`` into ``--out`` as one
+set (all three from this run, swapped in together; an interrupted or failed
+run leaves ``--out`` as it was), and prints agreement per configuration as a
+table.  ``--out`` is checked before anything is measured: it must be a new or
+empty directory or hold only a previous report set, and its file system must
+have room for the reports.
+
+Exit status: 0 when every case stays within the derived bounds, 1 when a
+case leaves one (the candidate disagrees with torch), 2 for bad usage (an
+unusable ``--out``, settings that cannot be measured, an unimportable
+candidate), 3 when the candidate raised while being measured, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,10 +21,13 @@ import dataclasses
 import sys
 import time
 
-from conformance.harness import DEFAULT_CANDIDATE
-from conformance.report.cases import FULL, QUICK, build_cases, parse_shard
+from conformance.candidates import DEFAULT_CANDIDATE
+from conformance.report.cases import FULL, QUICK, Shard, build_cases, check_settings, parse_shard
 
-__all__ = ["register"]
+__all__ = ["EXTRA", "register"]
+
+#: The install extra this command needs (named when one of its dependencies is missing).
+EXTRA = "report"
 
 
 def _scales(text: str) -> tuple[float, ...]:
@@ -39,7 +50,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _shard(text: str):
+def _shard(text: str) -> Shard:
     try:
         return parse_shard(text)
     except ValueError as err:
@@ -47,16 +58,23 @@ def _shard(text: str):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from conformance.candidates import load_candidate
-    from conformance.report.document import run_drift
-    from conformance.report.markdown import summary_table
-    from conformance.report.output import write_reports
-
     settings = QUICK if args.quick else FULL
     overrides = {k: getattr(args, k) for k in ("seed", "steps", "size", "scales") if getattr(args, k) is not None}
     if args.device:
         overrides["devices"] = tuple(dict.fromkeys(args.device))
     settings = dataclasses.replace(settings, **overrides)
+    try:
+        check_settings(settings)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    # The heavy imports (torch, the harness) come after the cheap checks and before --out is touched.
+    import conformance.report.measure  # noqa: F401 - imports torch: fail on a missing one now
+    from conformance.candidates import load_candidate
+    from conformance.report.document import CandidateError, run_drift
+    from conformance.report.markdown import summary_table
+    from conformance.report.output import OutputError, reserve_size, stage_reports
+
     if any(d.startswith("cuda") for d in settings.devices):
         import torch
 
@@ -70,15 +88,37 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     total = len(build_cases(settings))
     count = total if args.shard is None else len(args.shard.select(build_cases(settings)))
-    print(
-        f"drift run of {args.optimizer}: {count} of {total} cases "
-        f"({settings.steps} steps x {settings.size} elements each)",
-        file=sys.stderr,
-    )
-    start = time.perf_counter()
-    result = run_drift(settings, optimizer_class, args.optimizer, shard=args.shard, progress=not args.no_progress)
-    elapsed = time.perf_counter() - start
-    written = write_reports(result, args.out, html=not args.no_html)
+    try:
+        staged = stage_reports(args.out, reserve=reserve_size(count, settings.steps, html=not args.no_html))
+    except OutputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    with staged:
+        print(
+            f"drift run of {args.optimizer}: {count} of {total} cases "
+            f"({settings.steps} steps x {settings.size} elements each)",
+            file=sys.stderr,
+        )
+        start = time.perf_counter()
+        try:
+            result = run_drift(
+                settings, optimizer_class, args.optimizer, shard=args.shard, progress=not args.no_progress
+            )
+        except CandidateError as err:
+            print(f"error: the candidate could not run: {err}; nothing was written", file=sys.stderr)
+            return 3
+        elapsed = time.perf_counter() - start
+        try:
+            written = staged.commit(result, html=not args.no_html)
+        except OSError as err:
+            print(
+                f"error: --out {args.out}: writing the reports failed ({err.strerror or err}); "
+                "its previous content is unchanged",
+                file=sys.stderr,
+            )
+            return 2
+    for kept in staged.kept:
+        print(f"note: the previous {args.out} held more than reports; it was kept as {kept}", file=sys.stderr)
     env = result["environment"]
     print(
         f"lucid {env['lucid']}, numpy {env['numpy']}, torch {env['torch']}, python {env['python']}, "
@@ -111,7 +151,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"the optimizer under test (default {DEFAULT_CANDIDATE}; "
         "e.g. conformance.examples.textbook:TextbookRMSprop)",
     )
-    run.add_argument("--out", default="drift-report", help="directory for drift.json/.md/.html (default drift-report)")
+    run.add_argument(
+        "--out",
+        default="drift-report",
+        help="directory for drift.json/.md/.html, replaced as a whole (default drift-report)",
+    )
     run.add_argument("--quick", action="store_true", help="a smoke run of seconds: 3 scales, 12 steps x 64 elements")
     run.add_argument("--shard", type=_shard, metavar="I/N", help="measure only slice I of N (1-based); join with merge")
     run.add_argument("--seed", type=int, help=f"root seed (default {FULL.seed})")
@@ -123,4 +167,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--no-html", action="store_true", help="skip the HTML report (and matplotlib)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, extra=EXTRA)
