@@ -43,7 +43,7 @@ from conformance.freerun import FREE_RUN_BOUND, run_free
 from conformance.lockstep import LockstepResult, run_lockstep
 from conformance.oracle import oracle_precision_bits, oracle_step
 from conformance.runners import LockstepPair
-from conformance.scenario import Scenario
+from conformance.scenario import FAMILIES, Scenario
 from conformance.streams import materialize
 
 __all__ = [
@@ -61,13 +61,6 @@ __all__ = [
     "sign_statistic",
 ]
 
-#: Check families and the checks each produces.
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "lockstep": ("lockstep", "nonfinite", "dtype"),
-    "freerun": ("freerun",),
-    "sign": ("sign",),
-    "state_dict": ("state_dict", "torch_to_lucid", "lucid_to_torch", "lucid_roundtrip"),
-}
 CHECKS = tuple(name for names in FAMILIES.values() for name in names)
 
 #: The issue asks free-running comparisons of at least 100 steps.

@@ -6,21 +6,72 @@ rate change and a seed.  The arrays themselves follow from it
 (:func:`conformance.streams.materialize`), so :meth:`Scenario.to_id` is a
 complete, replayable description: ``python -m conformance check --replay ID``
 runs exactly the same example again.
+
+A replay id may come from anywhere (a log, a colleague, a hand edit), so
+:meth:`Scenario.from_id` checks every field before anything is computed:
+types, known names (case, stream kind, layout, check family), group indices,
+and bounds on the size of the work (:data:`MAX_STEPS`, :data:`MAX_ELEMENTS`,
+:data:`MAX_ELEMENT_STEPS`) and of the token itself (:data:`MAX_TOKEN_BYTES`,
+:data:`MAX_NESTING`).  A bad token is a :class:`ReplayIdError` naming the
+field: a usage error, never a disagreement of the candidate.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import math
 import zlib
-from dataclasses import asdict, dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from conformance.compare import Hyper
 from conformance.matrix import Case, case_by_id
+from conformance.streams import LAYOUTS, NONFINITE, STREAM_KINDS
 
-__all__ = ["GroupSpec", "ParamSpec", "Scenario"]
+__all__ = [
+    "FAMILIES",
+    "MAX_ELEMENTS",
+    "MAX_ELEMENT_STEPS",
+    "MAX_NESTING",
+    "MAX_PARAMS",
+    "MAX_STEPS",
+    "MAX_TOKEN_BYTES",
+    "GroupSpec",
+    "ParamSpec",
+    "ReplayIdError",
+    "Scenario",
+]
 
 _ID_PREFIX = "v1-"
+
+#: Check families and the checks each produces (run by :mod:`conformance.checks`).
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "lockstep": ("lockstep", "nonfinite", "dtype"),
+    "freerun": ("freerun",),
+    "sign": ("sign",),
+    "state_dict": ("state_dict", "torch_to_lucid", "lucid_to_torch", "lucid_roundtrip"),
+}
+
+#: Most steps of a replayed scenario (the probes take 120, drawn scenarios at most 12).
+MAX_STEPS = 10_000
+#: Most elements of one parameter (the sign probe's are 2048).
+MAX_ELEMENTS = 2**20
+#: Most gradient elements of a whole scenario, all parameters times steps (2^24 float64 values: 128 MiB).
+MAX_ELEMENT_STEPS = 2**24
+#: Most parameters and param groups of a replayed scenario; most dimensions of a shape.
+MAX_PARAMS = 64
+_MAX_GROUPS = 16
+_MAX_NDIM = 8
+#: Most bytes a token inflates to (the probes' are under 1 KiB), and the deepest nesting of its JSON (4).
+MAX_TOKEN_BYTES = 2**16
+MAX_NESTING = 8
+
+
+class ReplayIdError(ValueError):
+    """A replay id that is corrupt or describes a scenario outside the bounds; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -106,27 +157,170 @@ class Scenario:
 
     @classmethod
     def from_id(cls, scenario_id: str) -> Scenario:
-        """Rebuild the scenario :meth:`to_id` encoded.
+        """Rebuild the scenario :meth:`to_id` encoded, checking every field.
 
         Raises
         ------
-        ValueError
-            If ``scenario_id`` is not such a string.
+        ReplayIdError
+            If ``scenario_id`` is not such a string, or a field is missing, of the
+            wrong type, unknown or out of bounds (the message names it).
         """
+        shown = scenario_id if len(scenario_id) <= 40 else f"{scenario_id[:36]}..."
         if not scenario_id.startswith(_ID_PREFIX):
-            raise ValueError(f"not a scenario id (must start with {_ID_PREFIX!r}): {scenario_id!r}")
+            raise ReplayIdError(f"not a replay id (must start with {_ID_PREFIX!r}): {shown!r}")
         body = scenario_id[len(_ID_PREFIX) :]
         try:
-            raw = zlib.decompress(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-            data = json.loads(raw)
-            return cls(
-                case=data["case"],
-                groups=tuple(GroupSpec(**g) for g in data["groups"]),
-                params=tuple(ParamSpec(**{**p, "shape": tuple(p["shape"])}) for p in data["params"]),
-                steps=int(data["steps"]),
-                seed=int(data["seed"]),
-                lr_change=None if data["lr_change"] is None else (int(data["lr_change"][0]), data["lr_change"][1]),
-                checks=tuple(data["checks"]),
-            )
-        except (ValueError, KeyError, TypeError, zlib.error) as err:
-            raise ValueError(f"corrupt scenario id {scenario_id!r}: {err}") from None
+            packed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            inflate = zlib.decompressobj()
+            raw = inflate.decompress(packed, MAX_TOKEN_BYTES + 1)
+        except (ValueError, binascii.Error, zlib.error) as err:
+            raise ReplayIdError(f"corrupt replay id {shown!r}: {err}") from None
+        if len(raw) > MAX_TOKEN_BYTES:
+            raise ReplayIdError(f"corrupt replay id {shown!r}: it inflates to more than {MAX_TOKEN_BYTES} bytes")
+        if not inflate.eof:
+            raise ReplayIdError(f"corrupt replay id {shown!r}: truncated")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ReplayIdError(f"corrupt replay id {shown!r}: {err}") from None
+        depth = _nesting(text)
+        if depth > MAX_NESTING:
+            raise ReplayIdError(f"replay id {shown!r}: its data is nested {depth} levels deep (at most {MAX_NESTING})")
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise ReplayIdError(f"corrupt replay id {shown!r}: {err}") from None
+        try:
+            return _scenario(data)
+        except ReplayIdError as err:
+            raise ReplayIdError(f"replay id {shown!r}: {err}") from None
+
+
+def _nesting(text: str) -> int:
+    """Deepest nesting of arrays and objects in the JSON ``text`` (brackets inside strings ignored)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:56]}...{text[-1]}"
+
+
+def _int(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ReplayIdError(f"{name} must be an integer in {low}..{high}, got {_show(value)}")
+    return value
+
+
+def _number(value: Any, name: str, *, positive: bool = False, nonnegative: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ReplayIdError(f"{name} must be a finite number, got {_show(value)}")
+    if positive and not value > 0:
+        raise ReplayIdError(f"{name} must be > 0, got {_show(value)}")
+    if nonnegative and not value >= 0:
+        raise ReplayIdError(f"{name} must be >= 0, got {_show(value)}")
+    return float(value)
+
+
+def _choice(value: Any, name: str, options: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ReplayIdError(f"{name} must be one of {', '.join(options)}; got {_show(value)}")
+    return value
+
+
+def _list(value: Any, name: str, low: int, high: int) -> list[Any]:
+    if not isinstance(value, list) or not low <= len(value) <= high:
+        raise ReplayIdError(f"{name} must be a list of {low} to {high} items, got {_show(value)}")
+    return value
+
+
+def _object(value: Any, name: str, known: set[str], required: AbstractSet[str] = frozenset()) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ReplayIdError(f"{name} must be an object, got {_show(value)}")
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ReplayIdError(f"{name} has unknown field(s) {', '.join(map(repr, unknown))}")
+    missing = sorted(required - set(value))
+    if missing:
+        raise ReplayIdError(f"{name} lacks field(s) {', '.join(map(repr, missing))}")
+    return value
+
+
+def _group(value: Any, name: str) -> GroupSpec:
+    data = _object(value, name, {f.name for f in fields(GroupSpec)})
+    return GroupSpec(**{key: _number(item, f"{name}.{key}", nonnegative=True) for key, item in data.items()})
+
+
+def _param(value: Any, name: str, groups: int, steps: int) -> ParamSpec:
+    data = _object(value, name, {f.name for f in fields(ParamSpec)})
+    checked: dict[str, Any] = {}
+    if "shape" in data:
+        dims = _list(data["shape"], f"{name}.shape", 0, _MAX_NDIM)
+        shape = tuple(_int(d, f"{name}.shape", 0, MAX_ELEMENTS) for d in dims)
+        if math.prod(shape) > MAX_ELEMENTS:
+            raise ReplayIdError(f"{name}.shape {list(shape)} has {math.prod(shape)} elements, more than {MAX_ELEMENTS}")
+        checked["shape"] = shape
+    if "group" in data:
+        checked["group"] = _int(data["group"], f"{name}.group", 0, groups - 1)
+    if "kind" in data:
+        checked["kind"] = _choice(data["kind"], f"{name}.kind", STREAM_KINDS)
+    if "layout" in data:
+        checked["layout"] = _choice(data["layout"], f"{name}.layout", LAYOUTS)
+    if "nonfinite" in data:
+        checked["nonfinite"] = _choice(data["nonfinite"], f"{name}.nonfinite", NONFINITE)
+    if "none_every" in data:
+        checked["none_every"] = _int(data["none_every"], f"{name}.none_every", 0, steps)
+    for key in ("scale", "param_scale"):
+        if key in data:
+            checked[key] = _number(data[key], f"{name}.{key}")
+    return ParamSpec(**checked)
+
+
+def _scenario(data: Any) -> Scenario:
+    top = {f.name for f in fields(Scenario)} - {"label"}
+    data = _object(data, "the data", top, top)
+    if not isinstance(data["case"], str):
+        raise ReplayIdError(f"case must be a case id, got {_show(data['case'])}")
+    try:
+        case = case_by_id(data["case"]).id
+    except KeyError as err:
+        raise ReplayIdError(f"case: {err.args[0]}") from None
+    steps = _int(data["steps"], "steps", 1, MAX_STEPS)
+    seed = _int(data["seed"], "seed", 0, 2**64 - 1)
+    groups = tuple(_group(g, f"groups[{i}]") for i, g in enumerate(_list(data["groups"], "groups", 1, _MAX_GROUPS)))
+    params = tuple(
+        _param(p, f"params[{i}]", len(groups), steps)
+        for i, p in enumerate(_list(data["params"], "params", 1, MAX_PARAMS))
+    )
+    elements = sum(math.prod(p.shape) for p in params)
+    if elements * steps > MAX_ELEMENT_STEPS:
+        raise ReplayIdError(
+            f"steps x elements = {steps} x {elements} gradient values, more than {MAX_ELEMENT_STEPS} (a replay's bound)"
+        )
+    lr_change = data["lr_change"]
+    if lr_change is not None:
+        pair = _list(lr_change, "lr_change", 2, 2)
+        lr_change = (_int(pair[0], "lr_change step", 0, steps - 1), _number(pair[1], "lr_change factor", positive=True))
+    checks = tuple(
+        _choice(c, f"checks[{i}]", tuple(FAMILIES)) for i, c in enumerate(_list(data["checks"], "checks", 1, 4))
+    )
+    if len(set(checks)) != len(checks):
+        raise ReplayIdError(f"checks repeat a family: {list(checks)}")
+    return Scenario(case=case, groups=groups, params=params, steps=steps, seed=seed, lr_change=lr_change, checks=checks)

@@ -4,33 +4,51 @@ Examples::
 
     python -m conformance check                                   # Lucid's RMSprop, every CPU case
     python -m conformance check --optimizer mypkg.optim:RMSprop --examples 20
+    python -m conformance check --cases c1-m1-wd0-max0-float32    # the cases whose id contains it
     python -m conformance check --replay v1-eJy...                 # exactly one failing scenario again
+
+Case ids are spelled ``c1-m0-wd1-max0-float32-cpu-foreach0-cap0-tlr0`` (flags,
+dtype, device, torch implementation).  ``--cases`` takes any part of one, and
+also a case id of a drift report (``...-tlr0-scale=1e-08``, whose scale it
+ignores) or its schema-1 spelling (``c1-m0-wd1-max0/float32/foreach0/cpu``).
 
 Exit status: 0 when every check passed, 1 when a check failed (each failure is
 printed with the check's name, the oracle's verdict where there is one, and the
 command that replays it), 2 for bad usage (an unimportable candidate, a
-corrupt replay id, a device that is not there).
+``--cases`` filter that selects no case, a corrupt or out-of-bounds replay id,
+a device that is not there), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 
-import numpy as np
-import torch
+from conformance.candidates import DEFAULT_CANDIDATE
 
-from conformance.candidates import load_candidate
-from conformance.checks import DeviceUnavailableError, run_checks
-from conformance.harness import DEFAULT_CANDIDATE, CandidateReport, ScenarioResult, check_candidate, replay_command
-from conformance.scenario import Scenario
+__all__ = ["EXTRA", "register"]
 
-__all__ = ["register"]
+#: The install extra this command needs (named when one of its dependencies is missing).
+EXTRA = "test"
+
+
+def _nonnegative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
 
 
 def _describe_machine() -> str:
+    import platform
+
+    import numpy as np
+    import torch
+
     return (
         f"numpy {np.__version__}, torch {torch.__version__}, python {platform.python_version()}, "
         f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
@@ -38,29 +56,46 @@ def _describe_machine() -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    print(f"candidate {args.optimizer}; {_describe_machine()}")
-    started = time.perf_counter()
+    import torch  # noqa: F401 - a missing torch is named before anything else
+
+    from conformance.candidates import load_candidate
+    from conformance.checks import DeviceUnavailableError, require_device, run_checks
+    from conformance.harness import CandidateReport, ScenarioResult, check_candidate, replay_command
+    from conformance.matrix import describe_no_match, select_cases
+    from conformance.scenario import Scenario
+
     try:
         if args.replay:
             scenario = Scenario.from_id(args.replay)
-            report = CandidateReport(args.optimizer)
-
-            report.results.append(ScenarioResult(scenario, run_checks(scenario, load_candidate(args.optimizer))))
-            print(f"replaying {scenario.case}, checks {', '.join(scenario.checks)}")
-            for outcome in report.results[0].outcomes:
-                print(f"  {outcome}")
+            require_device(scenario.matrix_case.device)
+            candidate = load_candidate(args.optimizer)
         else:
-            report = check_candidate(
-                args.optimizer,
-                device=args.device,
-                case_filter=args.cases,
-                examples=args.examples,
-                seed=args.seed,
-                progress=print if args.verbose else None,
-            )
-    except (ValueError, ImportError, TypeError, KeyError, DeviceUnavailableError) as err:
+            selected = select_cases(args.cases, args.device)
+            if not selected:
+                print(f"error: {describe_no_match(args.cases, args.device)}", file=sys.stderr)
+                return 2
+            require_device(args.device)
+            candidate = load_candidate(args.optimizer)
+    except (ValueError, ImportError, TypeError, DeviceUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print(f"candidate {args.optimizer}; {_describe_machine()}")
+    started = time.perf_counter()
+    if args.replay:
+        report = CandidateReport(args.optimizer)
+        report.results.append(ScenarioResult(scenario, run_checks(scenario, candidate)))
+        print(f"replaying {scenario.case}, checks {', '.join(scenario.checks)}")
+        for outcome in report.results[0].outcomes:
+            print(f"  {outcome}")
+    else:
+        report = check_candidate(
+            candidate,
+            examples=args.examples,
+            seed=args.seed,
+            progress=print if args.verbose else None,
+            selected=selected,
+        )
+        report.optimizer = args.optimizer
     scenarios = len(report.results)
     checks = sum(len(r.outcomes) for r in report.results)
     elapsed = time.perf_counter() - started
@@ -91,10 +126,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     cmd.add_argument("--replay", metavar="ID", help="run exactly the scenario with this id (printed by a failure)")
     cmd.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="the cases' device (default cpu)")
-    cmd.add_argument("--cases", default="", metavar="TEXT", help="only cases whose id contains TEXT")
     cmd.add_argument(
-        "--examples", type=int, default=0, help="Hypothesis-drawn scenarios per case after the probes (default 0)"
+        "--cases",
+        default="",
+        metavar="TEXT",
+        help="only cases whose id contains TEXT (a drift report's case id selects its case); "
+        "selecting none is an error",
     )
-    cmd.add_argument("--seed", type=int, default=0, help="seed of the probes and the search (default 0)")
+    cmd.add_argument(
+        "--examples",
+        type=_nonnegative,
+        default=0,
+        help="Hypothesis-drawn scenarios per case after the probes (default 0)",
+    )
+    cmd.add_argument("--seed", type=_nonnegative, default=0, help="seed of the probes and the search (default 0)")
     cmd.add_argument("-v", "--verbose", action="store_true", help="print one line per case")
-    cmd.set_defaults(func=_run)
+    cmd.set_defaults(func=_run, extra=EXTRA)
