@@ -1,6 +1,6 @@
 r"""Judging agreement of one RMSprop step: forward-error scales and ULP-normalised errors.
 
-Lockstep bound (DESIGN §3).  Starting from identical state, each side computes
+Lockstep bound.  Starting from identical state, each side computes
 every quantity :math:`x` of the step with a first-order forward error
 :math:`|\hat x - x| \le k\,u\,S_x`, where :math:`u` is the unit roundoff of the
 dtype (half the machine epsilon), :math:`k` counts the roundings on the path

@@ -1,6 +1,6 @@
 r"""Free-running comparison: both optimizers run a whole stream without re-syncing.
 
-Bound (DESIGN §3).  The gradient streams do not depend on the parameters, so
+Bound.  The gradient streams do not depend on the parameters, so
 the parameter after ``N`` steps is ``p_N = p_0 - lr * sum_t q_t`` (``q_t`` the
 update, or the momentum buffer) and two honest implementations differ by the
 accumulated local errors, propagated through the state:

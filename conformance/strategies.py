@@ -1,4 +1,4 @@
-"""Hypothesis strategies that draw conformance scenarios (DESIGN §4).
+"""Hypothesis strategies that draw conformance scenarios.
 
 A drawn :class:`~conformance.scenario.Scenario` is plain data; its arrays
 follow from its seed (:func:`conformance.streams.materialize`), so Hypothesis
