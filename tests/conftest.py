@@ -26,6 +26,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fail, instead of skip, the conformance cases that need a CUDA device when none is present "
         "(also LUCID_REQUIRE_CUDA=1)",
     )
+    parser.addoption(
+        "--require-numba",
+        action="store_true",
+        help="fail, instead of skip, the tests of the compiled step where numba cannot run it "
+        "(also LUCID_REQUIRE_NUMBA=1)",
+    )
+
+
+@pytest.fixture
+def numba_kernel(request: pytest.FixtureRequest) -> str:
+    """Require the compiled step: skip, with numba's reason printed, where numba cannot run it.
+
+    numba comes with the ``fast`` extra; ``--require-numba`` or
+    ``LUCID_REQUIRE_NUMBA=1`` (set by tox's envs that install the extra) makes
+    the skip a failure.  Returns the backend's description.
+    """
+    from lucid.optim._kernel import resolve_accelerator
+
+    backend = resolve_accelerator("auto")
+    if backend.name != "numba":
+        message = f"the numba kernel cannot run: {backend.reason}"
+        if request.config.getoption("--require-numba") or os.environ.get("LUCID_REQUIRE_NUMBA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(backend)
+
+
+@pytest.fixture(params=["numpy", "numba"])
+def accelerator(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with each of the step's accelerators (``RMSprop.accelerator``).
+
+    The numba runs require the kernel as :func:`numba_kernel` does.
+    """
+    from lucid.optim import RMSprop
+
+    if request.param == "numba":
+        request.getfixturevalue("numba_kernel")
+    monkeypatch.setattr(RMSprop, "accelerator", request.param)
+    return request.param
 
 
 _bad_inputs = [0, 0]  # tried, handled as required (tests/reliability)

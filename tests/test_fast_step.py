@@ -115,6 +115,7 @@ def _lucid_run(params0, grads_per_step, hyper, lrs, num_threads=2, non_contiguou
     return params, opt
 
 
+@pytest.mark.usefixtures("accelerator")
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize(("centered", "momentum", "weight_decay", "maximize"), FLAGS, ids=FLAG_IDS)
 def test_fast_step_equals_reference_bitwise(centered, momentum, weight_decay, maximize, dtype) -> None:
@@ -149,6 +150,7 @@ def test_fast_step_equals_reference_bitwise(centered, momentum, weight_decay, ma
         assert state["step"] == (steps - 1 if i in (4, len(SHAPES) + 5) else steps)
 
 
+@pytest.mark.usefixtures("accelerator")
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128], ids=lambda d: np.dtype(d).name)
 def test_complex_parameters_beside_real_ones_take_the_reference(dtype) -> None:
     rng = np.random.default_rng(4)
@@ -164,6 +166,7 @@ def test_complex_parameters_beside_real_ones_take_the_reference(dtype) -> None:
         assert_bitwise_equal(p.data.view(real), e.view(real), f"param {i} {p.dtype}")
 
 
+@pytest.mark.usefixtures("accelerator")
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_thread_count_does_not_change_bits(threads: int) -> None:
     dtype = np.float32
@@ -274,6 +277,7 @@ def test_fma_into_matches_reference_on_special_values() -> None:
         assert_bitwise_equal(out, expected, np.dtype(dtype).name)
 
 
+@pytest.mark.usefixtures("accelerator")
 def test_state_is_arrays_of_the_parameter_shape_and_survives_a_state_dict_round_trip() -> None:
     rng = np.random.default_rng(3)
     shapes = [(5, 3), (), (40,), (_fast.SMALL + 1,)]
@@ -303,6 +307,7 @@ def test_state_is_arrays_of_the_parameter_shape_and_survives_a_state_dict_round_
     assert not np.array_equal(saved["state"][0]["square_avg"], opt.state[params[0]]["square_avg"])
 
 
+@pytest.mark.usefixtures("accelerator")
 def test_refused_step_changes_nothing_in_a_flat_pack() -> None:
     params = [Parameter(np.arange(4, dtype=np.float32) + i) for i in range(3)]
     opt = RMSprop(params, lr=0.1)
@@ -339,6 +344,7 @@ def test_thread_count_from_environment(monkeypatch) -> None:
     assert 1 <= _fast.resolve_num_threads(None) <= _fast.MAX_DEFAULT_THREADS
 
 
+@pytest.mark.usefixtures("accelerator")
 @pytest.mark.parametrize("size", [1 << 22, 1 << 23], ids=["4Mi-elements", "8Mi-elements"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_steady_state_step_allocates_only_fixed_scratch(dtype, size) -> None:
@@ -366,6 +372,7 @@ def test_steady_state_step_allocates_only_fixed_scratch(dtype, size) -> None:
     assert peak < bound < sum(p.data.nbytes for p in params) / 2, peak
 
 
+@pytest.mark.usefixtures("accelerator")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
 def test_threaded_step_works_in_a_forked_child() -> None:
     """The thread pool is per process: a child forked after a threaded step must not wait on its parent's threads."""
@@ -430,6 +437,7 @@ def test_benchmark_quick_mode_runs() -> None:
     assert "16M" in done.stdout and "lucid/torch(foreach)" in done.stdout
 
 
+@pytest.mark.usefixtures("accelerator")
 @pytest.mark.parametrize(("centered", "momentum", "weight_decay", "maximize"), FLAGS, ids=FLAG_IDS)
 def test_fast_step_equals_reference_where_float64_products_are_tiny(centered, momentum, weight_decay, maximize) -> None:
     """Gradients and parameters near 1e-160 and subnormal: their float64 products fall below the

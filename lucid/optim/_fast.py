@@ -47,6 +47,7 @@ from numpy.typing import NDArray
 
 from lucid._fma import TINY_PRODUCT, fma_outside_domain
 from lucid._fma import fma as reference_fma
+from lucid.optim._kernel import run_kernel
 from lucid.optim.functional import Writes, rmsprop_writes
 
 __all__ = ["MAX_DEFAULT_THREADS", "MAX_THREADS", "FastStep", "resolve_num_threads"]
@@ -520,6 +521,12 @@ def _run_blocks(segments: Sequence[tuple[_Job, int, int]], scratch: dict[np.dtyp
                 _update_block(p, g, sq, ga, buf, job.hyper, sc.first(stop - start))
 
 
+def _run_kernel(kernel: Callable[..., None], segments: Sequence[tuple[_Job, int, int]]) -> None:
+    """Update each ``(job, lo, hi)`` element range with the compiled kernel, in one pass (no scratch)."""
+    for job, lo, hi in segments:
+        run_kernel(kernel, *(None if x is None else x[lo:hi] for x in job.arrays), job.hyper)
+
+
 def _split_among(jobs: Sequence[_Job], threads: int) -> list[list[tuple[_Job, int, int]]]:
     """Cut the jobs' elements, taken in order, into ``threads`` runs of about equal length."""
     total = sum(job.size for job in jobs)
@@ -555,6 +562,7 @@ class FastStep:
         self,
         work: Sequence[tuple[Any, dict[str, Any], Any, NDArray[Any], dict[str, Any]]],
         num_threads: int,
+        kernel: Callable[..., None] | None = None,
     ) -> Callable[[], None]:
         """Allocate what updating ``work`` needs; return the update, which allocates nothing in proportion.
 
@@ -569,7 +577,9 @@ class FastStep:
         Small real parameters go to their group's flat pack (gathering copes with
         any strides); large contiguous ones are updated where they lie; complex
         and large strided ones by :func:`rmsprop_writes` (computed here, copied
-        by the update).
+        by the update).  With ``kernel`` (the compiled step of
+        :mod:`lucid.optim._kernel_numba`) the blocks are one kernel call per
+        thread's run instead, and no scratch is needed.
         """
         jobs: list[_Job] = []
         writes: Writes = []
@@ -621,15 +631,20 @@ class FastStep:
             jobs.append(_Job(pack.arrays(), _Hyper.of(group, key[1])))
         total = sum(job.size for job in jobs)
         threads = num_threads if total >= PARALLEL_MIN else 1
-        scratch = self._scratch_for(threads, {job.dtype for job in jobs}) if jobs else []
-        return partial(self._commit, writes, packs, jobs, scratch)
+        workers: list[Callable[[Sequence[tuple[_Job, int, int]]], None]]
+        if kernel is not None:
+            workers = [partial(_run_kernel, kernel)] * threads
+        else:
+            scratch = self._scratch_for(threads, {job.dtype for job in jobs}) if jobs else []
+            workers = [partial(_run_blocks, scratch=sc) for sc in scratch]
+        return partial(self._commit, writes, packs, jobs, workers)
 
     def _commit(
         self,
         writes: Writes,
         packs: Sequence[tuple[Any, _FlatPack, bool, list[Any], list[Any], list[Any]]],
         jobs: Sequence[_Job],
-        scratch: Sequence[dict[np.dtype[Any], _Scratch]],
+        workers: Sequence[Callable[[Sequence[tuple[_Job, int, int]]], None]],
     ) -> None:
         """Run the update :meth:`prepare` returned: copy the reference path's values, then run the blocks."""
         for array, value in writes:
@@ -642,18 +657,18 @@ class FastStep:
         used = {key for key, *_ in packs}
         for key in [k for k in self._packs if k not in used]:
             del self._packs[key]  # unused this step: its views stay valid as state, the storage is theirs
-        self._run(jobs, scratch)
+        self._run(jobs, workers)
         for _, pack, _, params, _, _ in packs:
             pack.scatter(params)
 
-    def _run(self, jobs: Sequence[_Job], scratch: Sequence[dict[np.dtype[Any], _Scratch]]) -> None:
-        """Share the jobs' blocks among ``len(scratch)`` threads, the calling one included."""
+    def _run(self, jobs: Sequence[_Job], workers: Sequence[Callable[[Sequence[tuple[_Job, int, int]]], None]]) -> None:
+        """Share the jobs' elements among ``len(workers)`` threads, the calling one included."""
         if not jobs:
             return
-        runs = _split_among(jobs, len(scratch))
-        futures = [_pool(len(scratch) - 1).submit(_run_blocks, run, sc) for run, sc in zip(runs[1:], scratch[1:])]
+        runs = _split_among(jobs, len(workers))
+        futures = [_pool(len(workers) - 1).submit(work, run) for run, work in zip(runs[1:], workers[1:])]
         try:
-            _run_blocks(runs[0], scratch[0])  # the calling thread takes the first run
+            workers[0](runs[0])  # the calling thread takes the first run
         finally:
             wait(futures)  # no thread still writes once this returns, even after an error
         for future in futures:

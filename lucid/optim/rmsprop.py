@@ -11,6 +11,7 @@ import numpy as np
 
 from lucid._grad_mode import enable_grad
 from lucid.optim._fast import FastStep, resolve_num_threads
+from lucid.optim._kernel import Accelerator, resolve_accelerator
 from lucid.optim.optimizer import (
     SUPPORTED_DTYPE_NAMES,
     SUPPORTED_DTYPES,
@@ -335,6 +336,28 @@ class RMSprop(Optimizer):
     #: CPUs available (at most 8).  Set it on the class or on one optimizer (``opt.num_threads = 1``);
     #: the results do not depend on it, bit for bit.
     num_threads: int | None = None
+    #: The step's accelerator: ``"auto"`` (numba's compiled kernel where it imports, compiles and
+    #: passes its self-check, else NumPy), ``"numba"`` (insist: a step refuses to run, changing
+    #: nothing, when numba cannot), ``"numpy"``, or None for ``$LUCID_ACCELERATOR``, else ``"auto"``.
+    #: Set it on the class or on one optimizer; the results do not depend on it, bit for bit.
+    accelerator: str | None = None
+
+    @property
+    def backend(self) -> Accelerator:
+        """The path :meth:`step` takes with the current :attr:`accelerator`, and why.
+
+        ``str(opt.backend)`` reads, for instance, ``numba (numba 0.68.1 kernel)``
+        or ``numpy (LUCID_ACCELERATOR='auto' and numba is not installed ...)``.
+        The first call with ``"auto"`` or ``"numba"`` imports and compiles the
+        kernel (about a second, less from numba's cache).
+
+        Raises
+        ------
+        ValueError, RuntimeError
+            As :meth:`step` does for a bad :attr:`accelerator`, or ``"numba"``
+            where numba cannot run.
+        """
+        return resolve_accelerator(self.accelerator)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter whose ``.grad`` is not None.
@@ -371,6 +394,7 @@ class RMSprop(Optimizer):
         # 1. check (and 2. make new state entries, which are not state until the commit)
         hypers = self._checked_groups()
         threads = resolve_num_threads(self.num_threads)
+        kernel = resolve_accelerator(self.accelerator).kernel
         work = []
         created = []
         for gi, (group, hyper) in enumerate(zip(self.param_groups, hypers)):
@@ -391,7 +415,7 @@ class RMSprop(Optimizer):
         # rmsprop_update itself, computed here)
         if self.__dict__.get("_fast_step") is None:
             self._fast_step = FastStep()
-        update = self._fast_step.prepare(work, threads)
+        update = self._fast_step.prepare(work, threads, kernel)
         # 3. commit
         with interrupts_deferred():
             self.state.update(created)
