@@ -4,7 +4,9 @@ Run ``python -m benchmarks.step`` (about two minutes on 2 cores) or ``--quick``
 (seconds; a smoke check).  For every workload x dtype x flag set it times,
 interleaved in one process, median of repeats after warm-up:
 
-* ``lucid``: ``lucid.optim.RMSprop.step`` with ``num_threads`` threads;
+* ``lucid numba`` and ``lucid numpy``: ``lucid.optim.RMSprop.step`` with
+  ``num_threads`` threads, with each accelerator (``RMSprop.accelerator``;
+  numba's compiled kernel only where it runs: the ``fast`` extra);
 * ``torch foreach``: ``torch.optim.RMSprop(foreach=True)``, ``torch.set_num_threads`` the same;
 * ``torch loop``: ``torch.optim.RMSprop(foreach=False)``.
 
@@ -36,6 +38,7 @@ import torch
 from lucid.nn import Parameter
 from lucid.optim import RMSprop
 from lucid.optim._fast import resolve_num_threads
+from lucid.optim._kernel import resolve_accelerator
 
 #: torchvision's resnet18() parameter shapes, in model order (62 tensors, 11,689,512 elements).
 RESNET18_SHAPES: list[tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
@@ -76,11 +79,13 @@ def workloads(quick: bool) -> list[Workload]:
             Workload("16M/64 (quick)", [(1 << 18,)]),
             Workload("ResNet-18 shapes[::16] (quick)", RESNET18_SHAPES[::16]),
             Workload("100 x 100 (quick)", [(100,)] * 100),
+            Workload("30 x 1000 (quick)", [(1000,)] * 30),
         ]
     return [
         Workload("16M", [(1 << 24,)]),
         Workload("ResNet-18 (62 tensors)", RESNET18_SHAPES),
         Workload("1000 x 100", [(100,)] * 1000),
+        Workload("300 x 1000", [(1000,)] * 300),
     ]
 
 
@@ -124,7 +129,7 @@ class Row:
     workload: str
     dtype: str
     flags: str
-    lucid_s: float
+    lucid_s: dict[str, float]  # per accelerator
     foreach_s: float
     loop_s: float
     nbytes: int
@@ -141,6 +146,7 @@ def run_config(
     repeats: int,
     bandwidth: float,
     flag_name: str,
+    accelerators: Sequence[str],
 ) -> Row:
     """Time Lucid and both torch implementations, interleaved, on the same values."""
     rng = np.random.default_rng(0)
@@ -148,11 +154,14 @@ def run_config(
     grads = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
     hyper = {"lr": 1e-4, "alpha": 0.99, "eps": 1e-8, **flags}
 
-    params = [Parameter(v.copy()) for v in values]
-    for p, g in zip(params, grads):
-        p.grad = g
-    lucid_opt = RMSprop(params, **hyper)
-    lucid_opt.num_threads = threads
+    lucid_opts = []
+    for accelerator in accelerators:
+        params = [Parameter(v.copy()) for v in values]
+        for p, g in zip(params, grads):
+            p.grad = g
+        lucid_opts.append(RMSprop(params, **hyper))
+        lucid_opts[-1].num_threads = threads
+        lucid_opts[-1].accelerator = accelerator
 
     torch_opts = []
     for foreach in (True, False):
@@ -161,42 +170,56 @@ def run_config(
             tp.grad = torch.from_numpy(g)
         torch_opts.append(torch.optim.RMSprop(tparams, foreach=foreach, **hyper))
 
-    steps = [lucid_opt.step, torch_opts[0].step, torch_opts[1].step]
-    times: list[list[float]] = [[], [], []]
+    steps = [opt.step for opt in lucid_opts] + [torch_opts[0].step, torch_opts[1].step]
+    times: list[list[float]] = [[] for _ in steps]
     with torch.no_grad():
         for _ in range(warmup):
             for step in steps:
                 step()
         for r in range(repeats):
-            order = [(r + k) % 3 for k in range(3)]  # rotate who goes first
+            order = [(r + k) % len(steps) for k in range(len(steps))]  # rotate who goes first
             for k in order:
                 times[k].append(_timed(steps[k]))
 
     tracemalloc.start()
-    lucid_opt.step()
+    lucid_opts[0].step()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
     nbytes = step_bytes(workload, dtype, flags)
-    lucid_s, foreach_s, loop_s = (statistics.median(t) for t in times)
+    *lucid_s, foreach_s, loop_s = (statistics.median(t) for t in times)
     return Row(
-        workload.name, np.dtype(dtype).name, flag_name, lucid_s, foreach_s, loop_s, nbytes, nbytes / bandwidth, peak
+        workload.name,
+        np.dtype(dtype).name,
+        flag_name,
+        dict(zip(accelerators, lucid_s)),
+        foreach_s,
+        loop_s,
+        nbytes,
+        nbytes / bandwidth,
+        peak,
     )
 
 
-HEADER = (
-    "| workload | dtype | flags | lucid ms | torch foreach ms | torch loop ms | lucid/torch(foreach) "
-    "| lucid/torch(loop) | MB moved | floor ms | lucid % of floor | torch foreach % of floor | lucid peak extra KiB |"
-)
+def header(accelerators: Sequence[str]) -> str:
+    """Return the Markdown header: per accelerator its time, its ratios to torch and its share of the floor."""
+    lucid = "".join(f" lucid {a} ms | {a}/torch(foreach) | {a}/torch(loop) | {a} % of floor |" for a in accelerators)
+    return (
+        f"| workload | dtype | flags |{lucid} torch foreach ms | torch loop ms "
+        f"| MB moved | floor ms | torch foreach % of floor | lucid {accelerators[0]} peak extra KiB |"
+    )
 
 
 def format_row(row: Row) -> str:
     """One Markdown table row."""
+    lucid = "".join(
+        f" {t * 1e3:.2f} | {t / row.foreach_s:.2f} | {t / row.loop_s:.2f} | {100 * row.floor_s / t:.0f}% |"
+        for t in row.lucid_s.values()
+    )
     return (
-        f"| {row.workload} | {row.dtype} | {row.flags} | {row.lucid_s * 1e3:.2f} | {row.foreach_s * 1e3:.2f} "
-        f"| {row.loop_s * 1e3:.2f} | {row.lucid_s / row.foreach_s:.2f} | {row.lucid_s / row.loop_s:.2f} "
-        f"| {row.nbytes / 1e6:.1f} | {row.floor_s * 1e3:.2f} | {100 * row.floor_s / row.lucid_s:.0f}% "
-        f"| {100 * row.floor_s / row.foreach_s:.0f}% | {row.peak_bytes / 1024:.0f} |"
+        f"| {row.workload} | {row.dtype} | {row.flags} |{lucid} {row.foreach_s * 1e3:.2f} | {row.loop_s * 1e3:.2f} "
+        f"| {row.nbytes / 1e6:.1f} | {row.floor_s * 1e3:.2f} | {100 * row.floor_s / row.foreach_s:.0f}% "
+        f"| {row.peak_bytes / 1024:.0f} |"
     )
 
 
@@ -219,6 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="threads for Lucid and torch (default: as Lucid)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration")
     parser.add_argument("--dtype", choices=["float32", "float64"], action="append", help="repeatable; default both")
+    parser.add_argument(
+        "--accelerator",
+        choices=["numba", "numpy"],
+        action="append",
+        help="repeatable; default both where numba runs, else numpy",
+    )
     args = parser.parse_args(argv)
 
     threads = resolve_num_threads(args.threads)
@@ -233,12 +262,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"memory bandwidth (threaded numpy a = b + c, 3 arrays counted): {bandwidth / 1e9:.1f} GB/s")
     print(f"median of {repeats} interleaved steps after {warmup} warm-up steps; ratios < 1: Lucid faster")
     print()
-    print(HEADER)
-    print("|" + "---|" * (HEADER.count("|") - 1))
+    numba = resolve_accelerator("auto")
+    accelerators = args.accelerator or (["numba", "numpy"] if numba.name == "numba" else ["numpy"])
+    print(f"accelerators: {', '.join(accelerators)}; auto would take {numba}")
+    table_header = header(accelerators)
+    print(table_header)
+    print("|" + "---|" * (table_header.count("|") - 1))
     for workload in workloads(args.quick):
         for dtype in dtypes:
             for name, flags in FLAG_SETS.items():
-                row = run_config(workload, dtype, flags, threads, warmup, repeats, bandwidth, name)
+                row = run_config(workload, dtype, flags, threads, warmup, repeats, bandwidth, name, accelerators)
                 print(format_row(row), flush=True)
     return 0
 
