@@ -1,5 +1,11 @@
 """``python -m conformance``: the command-line entry point."""
 
+import signal
+
 from conformance.cli import main
 
-raise SystemExit(main())
+status = main()
+# Ctrl-C while the interpreter shuts down (torch's teardown takes a second) ends the
+# process at once, as interrupted, rather than with a traceback from an exit handler.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+raise SystemExit(status)
