@@ -434,7 +434,7 @@ def test_benchmark_quick_mode_runs() -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    assert "16M" in done.stdout and "lucid/torch(foreach)" in done.stdout
+    assert "16M" in done.stdout and "numpy/torch(foreach)" in done.stdout
 
 
 @pytest.mark.usefixtures("accelerator")
