@@ -1,28 +1,44 @@
 """Save and load optimizer state and model parameters without pickle.
 
 A file is a ``.npz`` archive (a zip, readable by ``numpy.load(path,
-allow_pickle=False)``) with one member ``header.json`` and one ``.npy``
-member per array, all stored uncompressed.  The header holds everything that
-is not an array (hyperparameters, ``step`` counts, parameter names, the
-layout) as JSON.  The archive's comment, its last 64 bytes, is the hex SHA-256
-of every byte before it, checked before anything is parsed: a truncated file or
-any changed byte is refused.  The digest detects damage, not tampering: anyone
-can recompute it, so a file is trusted no further than its source, and every
-file is parsed as hostile anyway.  Nothing is ever unpickled: arrays of Python
+allow_pickle=False)``), written and read with :mod:`zipfile`, all members
+stored uncompressed.  Its first member, ``header.json``, holds everything that
+is not an array (hyperparameters, ``step`` counts, parameter names) and the
+layout, as JSON.  The arrays are packed, so that a file holds a few members
+however many arrays it has: one flat ``.npy`` member per dtype,
+``packed/<k>.npy``, holds every array of that dtype (byte order included), one
+after the other in C order.  The header lists the members (``"members"``:
+each one's dtype and element count) and, for each array in order, its member,
+its offset in that member's elements and its shape (``"arrays"``: three lists,
+``member``, ``offset`` and ``shape``, an item per array).  This is format
+version 2; version 1 files, one ``.npy`` member ``arrays/<i>.npy`` per array,
+which earlier releases wrote, still load.
+
+The archive's comment, its last 64 bytes, is the hex SHA-256 of every byte
+before it, checked before anything is parsed: a truncated file or any changed
+byte is refused.  The digest detects damage, not tampering: anyone can
+recompute it, so a file is trusted no further than its source, and every file
+is parsed as hostile anyway.  Nothing is ever unpickled: arrays of Python
 objects are refused before NumPy reads them (even in a file whose digest is
 right), and ``.npy`` headers are parsed by NumPy's literal parser.
 
-Arrays stream: saving writes each array's ``.npy`` header and then its buffer
-in 1 MiB pieces (a non-contiguous array is copied a piece at a time), hashing
-every byte on its way to the file; loading checks the digest reading 1 MiB at a
-time, then reads each array straight into a new array of the declared shape.
-Memory beyond the state itself stays near 1 MiB, and the time is proportional
-to the bytes plus a few microseconds per array.
+Arrays stream: saving writes each member's ``.npy`` header, then the arrays'
+bytes in pieces of at most 1 MiB (small arrays gathered, a non-contiguous array
+copied a piece at a time), hashing every byte on its way to the file; loading
+checks the digest reading 1 MiB at a time, then reads each large array straight
+into a new array of its shape, and small ones 1 MiB at a time, each copied out
+into an array of its own.  Memory beyond the state itself stays near 1 MiB
+(plus the header), and the time is proportional to the bytes plus a few
+microseconds per array (its JSON).  Arrays loaded from a version 2 file are
+C-contiguous and independent of each other, whatever the layout they were
+saved from.
 
-A loaded file is checked against itself before anything is allocated: the
-array count the header claims against the archive's members, each ``.npy``
-header's shape and dtype against its member's real size, each member against
-the file's bounds.  The header must have exactly the documented layout (indices
+A loaded file is checked against itself before anything is allocated: every
+member is stored, lies inside the file and overlaps no other; the header's
+member count, dtypes and element counts against the archive's members, their
+``.npy`` headers and real sizes; every array's member, offset and shape against
+its member (the arrays of a member follow each other without gap or overlap and
+fill it exactly).  The header must have exactly the documented layout (indices
 are integers >= 0 and distinct, the version an exact integer, no duplicate
 keys).  Any malformed file is refused with a ``ValueError`` of bounded length
 that names the file and the field.
@@ -55,13 +71,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import itertools
 import json
 import math
 import os
 import secrets
 import struct
-import zlib
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
@@ -77,37 +92,48 @@ __all__ = ["load_parameters", "load_state_dict", "save_parameters", "save_state_
 PathLike = str | os.PathLike[str]
 
 _HEADER = "header.json"
-_VERSION = 1
+_VERSION = 2  # what save writes
+_VERSIONS = (1, 2)  # what load reads
 _STATE_FORMAT = "lucid.optimizer_state_dict"
 _PARAMETERS_FORMAT = "lucid.parameters"
-_STATE_KEYS = frozenset({"format", "version", "arrays", "param_groups", "state"})
-_PARAMETERS_KEYS = frozenset({"format", "version", "arrays", "names"})
+_KEYS = {  # (format, version): exactly the header's keys
+    (_STATE_FORMAT, 1): frozenset({"format", "version", "arrays", "param_groups", "state"}),
+    (_STATE_FORMAT, 2): frozenset({"format", "version", "members", "arrays", "param_groups", "state"}),
+    (_PARAMETERS_FORMAT, 1): frozenset({"format", "version", "arrays", "names"}),
+    (_PARAMETERS_FORMAT, 2): frozenset({"format", "version", "members", "arrays", "names"}),
+}
+_MEMBER_KEYS = frozenset({"dtype", "elements"})
+_COLUMNS = ("member", "offset", "shape")  # the header's "arrays": one list per field, an item per array
+_ARRAY_KEYS = frozenset(_COLUMNS)
 #: Array kinds a file may hold: bool, signed and unsigned integers, floats, complex.
 _ARRAY_KINDS = frozenset("biufc")
 #: numpy's own bound on a ``.npy`` header (numpy.lib.format._MAX_HEADER_SIZE).
 _MAX_NPY_HEADER = 10_000
+_MAX_DIMENSIONS = 64  # numpy's bound on ndim
 _NPY_MAGIC = b"\x93NUMPY"
 _DIGEST_LENGTH = 64  # hex SHA-256, stored as the zip comment at the very end of the file
+_PLACEHOLDER = b"0" * _DIGEST_LENGTH  # the comment zipfile writes, replaced by the digest
 _END_RECORD = 22  # the zip's end-of-central-directory record, without its comment
-# What a reader needs of the zip's records (PKWARE APPNOTE 4.3), the fields it skips as padding.
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, name length, extra length
-_CENTRAL_READ = struct.Struct("<4s4xHH8xIIHHH8xI")  # signature, flags, method, sizes, lengths, offset
-_END = struct.Struct("<4sHHHHIIH")  # end of central directory
-_END64 = struct.Struct("<4sQHHIIQQQQ")  # zip64 end of central directory
-_LOCATOR = struct.Struct("<4sIQI")  # zip64 end of central directory locator
-# What _SealedZip writes (PKWARE APPNOTE 4.3): local and central headers, data descriptors.
-_LOCAL = struct.Struct("<IHHHHHIIIHH")
-_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
-_LOCAL_SIGNATURE, _CENTRAL_SIGNATURE, _DESCRIPTOR_SIGNATURE = 0x04034B50, 0x02014B50, 0x08074B50
-_FLAGS = 0x08  # CRC and sizes in a data descriptor after the data
-_DOS_DATE = (1 << 5) | 1  # 1980-01-01, time 00:00:00: fixed, so equal content gives equal bytes
-_MADE_BY_UNIX = 3 << 8
-_ZIP64_LIMIT = (1 << 31) - 1  # beyond it, zip64 fields (the threshold of Python's zipfile)
+_LOCAL_HEADER = 30  # a zip local file header, without its name and extra field
+_FLAGS = 0x08 | 0x800  # zip flags a member may have: sizes after the data, UTF-8 name
+_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so that equal content gives equal bytes
 _CHUNK = 1 << 20  # bytes per read, write and hash update
-_PEEK = 1 << 10  # bytes read at once from a member's local header on
-_DIRECT = 1 << 16  # writes at least this long go to the file without being gathered
+_DIRECT = 1 << 16  # arrays at least this long are written and read on their own, not gathered
 _SCALARS = (bool, int, float, str, type(None))
 _SCALAR_TYPES = frozenset(_SCALARS)  # exact types, for the fast paths
+#: What a crafted file can make the standard library raise (with the digest right); each becomes a ValueError.
+_DAMAGE = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    NotImplementedError,
+    EOFError,
+    struct.error,
+    OverflowError,
+    RecursionError,
+    UnicodeDecodeError,
+    ValueError,
+    OSError,
+)
 
 
 # ------------------------------------------------------------------ public API
@@ -183,11 +209,18 @@ def save_state_dict(state_dict: Mapping[str, Any], path: PathLike) -> None:
 def load_state_dict(path: PathLike) -> dict[str, Any]:
     """Read a state_dict written by :func:`save_state_dict`.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (format version 2, or version 1 as earlier releases wrote).
+
     Returns
     -------
     dict
-        The state_dict, arrays bit for bit as saved; pass it to
-        :meth:`lucid.optim.Optimizer.load_state_dict`, which validates it.
+        The state_dict, arrays bit for bit as saved (values, dtype and shape;
+        each array in memory of its own, C-contiguous from a version 2 file);
+        pass it to :meth:`lucid.optim.Optimizer.load_state_dict`, which
+        validates it.
 
     Raises
     ------
@@ -200,11 +233,10 @@ def load_state_dict(path: PathLike) -> dict[str, Any]:
         header = archive.header
         groups = _checked_groups(header["param_groups"])
         entries = _checked_state(header["state"], archive.count)
-        state: dict[int, dict[str, Any]] = {}
-        for index, values in entries:
-            state[index] = {
-                key: archive.array(value) if kind == "array" else value for key, (kind, value) in values.items()
-            }
+        arrays = archive.arrays()  # after every check of the header
+    state: dict[int, dict[str, Any]] = {}
+    for index, values in entries:
+        state[index] = {key: arrays[value] if kind == "array" else value for key, (kind, value) in values.items()}
     return {"state": state, "param_groups": groups}
 
 
@@ -243,7 +275,7 @@ def load_parameters(path: PathLike, into: Module | None = None) -> dict[str, NDA
     Returns
     -------
     dict
-        Name to array, in saved order.
+        Name to array, in saved order, each in memory of its own.
 
     Raises
     ------
@@ -254,7 +286,7 @@ def load_parameters(path: PathLike, into: Module | None = None) -> dict[str, NDA
     name = os.fspath(path)
     with _Archive.open(path, _PARAMETERS_FORMAT) as archive:
         names = _checked_names(archive.header["names"], archive.count)
-        loaded = {key: archive.array(i) for i, key in enumerate(names)}
+        loaded = dict(zip(names, archive.arrays()))
     if into is not None:
         targets = dict(into.named_parameters())
         if set(targets) != set(loaded):
@@ -411,18 +443,25 @@ def _scalar(value: Any, field: str) -> Any:
     return value
 
 
-def _checked_top_level(header: dict[str, Any], expected_format: str) -> None:
-    """Format, version and exactly the format's keys (the format first, so a wrong file is named as such)."""
+def _checked_top_level(header: dict[str, Any], expected_format: str) -> int:
+    """Check format, version and exactly their keys (the format first, so a wrong file is named as such).
+
+    Returns
+    -------
+    int
+        The version, 1 or 2.
+    """
     found = header.get("format")
     if found != expected_format:
         raise _RefusedError(f"expected a {expected_format!r} file, found format {_brief(found)}")
     version = header.get("version")
-    if type(version) is not int or version != _VERSION:
-        raise _RefusedError(f"version: unsupported version {_brief(version)} (this Lucid reads {_VERSION})")
-    keys = _STATE_KEYS if expected_format == _STATE_FORMAT else _PARAMETERS_KEYS
+    if type(version) is not int or version not in _VERSIONS:
+        raise _RefusedError(f"version: unsupported version {_brief(version)} (this Lucid reads 1 and 2)")
+    keys = _KEYS[expected_format, version]
     if set(header) != keys:
         missing, unexpected = _names(keys - set(header)), _names(set(header) - keys)
         raise _RefusedError(f"{_HEADER}: keys missing {missing}, unexpected {unexpected}")
+    return version
 
 
 def _checked_groups(groups: Any) -> list[dict[str, Any]]:
@@ -506,34 +545,54 @@ def _checked_names(names: Any, count: int) -> list[str]:
 
 
 # ---------------------------------------------------------- reading the file
+def _packed(k: int) -> str:
+    """Name packed member ``k`` (version 2)."""
+    return f"packed/{k}.npy"
+
+
+def _member(i: int) -> str:
+    """Name array member ``i`` (version 1)."""
+    return f"arrays/{i}.npy"
+
+
+#: Per member of a version 2 file: its dtype, the length of its ``.npy`` header, and its arrays in
+#: order as (index in the header's ``arrays``, element count, shape).
+_Layout = list[tuple[np.dtype[Any], int, list[tuple[int, int, tuple[int, ...]]]]]
+
+
 class _Archive:
-    """An open, digest-checked Lucid file whose members are read one array at a time.
+    """An open, digest-checked Lucid file whose layout is checked before any array is allocated.
 
     Use :meth:`open` as a context manager: any refusal inside it becomes a
-    ``ValueError`` naming the file.
+    ``ValueError`` naming the file.  ``header`` is the parsed header,
+    ``count`` the number of arrays; :meth:`arrays` reads them.
     """
 
-    def __init__(self, f: io.BufferedReader, expected_format: str) -> None:
-        self._file = f
-        self._size = os.fstat(f.fileno()).st_size
-        _check_digest(f, self._size)
-        self._entries = _read_directory(f, self._size)  # [(name, local header offset, size)]
-        self._floor = 0  # members must lie in order, without overlap, before the zip's directory
-        self._limit = self._size - _END_RECORD - _DIGEST_LENGTH
-        self._npy_headers: dict[bytes, tuple[tuple[int, ...], bool, np.dtype[Any]]] = {}
-        if not self._entries or self._entries[0][0] != _HEADER.encode():
+    def __init__(self, zf: zipfile.ZipFile, size: int, digest: bytes, expected_format: str) -> None:
+        self._zip = zf
+        if zf.comment != digest:
+            raise _RefusedError("no zip end record right before the digest: not a Lucid file")
+        infos = zf.infolist()
+        _check_members(infos, size)
+        if not infos or infos[0].orig_filename != _HEADER:
             raise _RefusedError(f"the first member must be {_HEADER!r}")
-        start, first = self._open_member(self._entries[0])
-        self.header = _parse_header(self._read(start, first, 0, self._entries[0][2]))
-        _checked_top_level(self.header, expected_format)
-        self.count = _exact_int(self.header["arrays"], "arrays")
-        if self.count != len(self._entries) - 1:  # before any per-array work: the claim costs nothing
-            raise _RefusedError(
-                f"arrays: the header claims {self.count} arrays, the archive holds {len(self._entries) - 1}"
-            )
-        for i, (name, _, _) in enumerate(self._entries[1:]):
-            if name != _member(i).encode():
-                raise _RefusedError(f"member {i + 1} is {_brief(name.decode('cp437'))}, expected {_member(i)!r}")
+        with zf.open(infos[0]) as stream:
+            self.header = _parse_header(stream.read())
+        self.version = _checked_top_level(self.header, expected_format)
+        self._members = infos[1:]
+        self._npy_headers: dict[bytes, tuple[tuple[int, ...], bool, np.dtype[Any]]] = {}
+        if self.version == 1:
+            self.count = _exact_int(self.header["arrays"], "arrays")
+            if self.count != len(self._members):  # before any per-array work: the claim costs nothing
+                raise _RefusedError(
+                    f"arrays: the header claims {self.count} arrays, the archive holds {len(self._members)}"
+                )
+            for i, info in enumerate(self._members):
+                if info.orig_filename != _member(i):
+                    raise _RefusedError(f"member {i + 1} is {_brief(info.orig_filename)}, expected {_member(i)!r}")
+        else:
+            self._layout = self._checked_layout(self.header["members"], self.header["arrays"])
+            self.count = sum(len(entries) for _, _, entries in self._layout)
 
     @classmethod
     @contextlib.contextmanager
@@ -542,78 +601,104 @@ class _Archive:
         name = os.fspath(path)
         with open(name, "rb") as f:
             try:
-                yield cls(f, expected_format)
+                size = os.fstat(f.fileno()).st_size
+                digest = _check_digest(f, size)
+                with zipfile.ZipFile(f) as zf:
+                    yield cls(zf, size, digest, expected_format)
             except _RefusedError as err:
                 raise ValueError(f"{name!r} was refused: {str(err)[:300]}") from None
-            except (
-                struct.error,
-                OverflowError,
-                RecursionError,
-                UnicodeDecodeError,
-                ValueError,
-                OSError,
-            ) as err:
+            except _DAMAGE as err:
                 detail = f"{type(err).__name__}: {err}"[:200]
                 raise ValueError(f"{name!r} is damaged or not a Lucid file ({detail})") from None
 
-    def _open_member(self, entry: tuple[bytes, int, int]) -> tuple[int, bytes]:
-        """Check a member's local header and bounds; return where its data starts, and its first bytes.
+    def _checked_layout(self, members: Any, entries: Any) -> _Layout:
+        """Check the header's members and arrays against the archive's members and their ``.npy`` headers.
 
-        One read of up to 1 KiB: a small member comes whole, a large one with its
-        ``.npy`` header.
+        Reads only the ``.npy`` headers (one per member).  The arrays of each
+        member must follow each other in order, without gap or overlap, and fill it.
         """
-        name, offset, size = entry
-        if offset < self._floor:
-            raise _RefusedError(f"member {_brief(name.decode('cp437'))} overlaps the one before it")
-        self._file.seek(offset)
-        head = self._file.read(_PEEK)
-        if len(head) < _LOCAL_HEADER.size:
-            raise _RefusedError(f"member {_brief(name.decode('cp437'))}: the file ends inside its local header")
-        signature, name_length, extra_length = _LOCAL_HEADER.unpack_from(head)
-        if signature != b"PK\x03\x04" or head[_LOCAL_HEADER.size : _LOCAL_HEADER.size + name_length] != name:
-            raise _RefusedError(f"member {_brief(name.decode('cp437'))}: its local header does not match the directory")
-        skip = _LOCAL_HEADER.size + name_length + extra_length
-        start = offset + skip
-        if start + size > self._limit:
+        if len(_list(members, "members")) != len(self._members):  # before any per-member work
             raise _RefusedError(
-                f"member {_brief(name.decode('cp437'))} claims {size} bytes, beyond the end of the "
-                f"{self._size}-byte file"
+                f"members: the header lists {len(members)} members, the archive holds {len(self._members)} "
+                f"besides {_HEADER}"
             )
-        self._floor = start + size
-        return start, head[skip : skip + size]
+        layout: _Layout = []
+        sizes = []  # element count per member
+        for k, (member, info) in enumerate(zip(members, self._members)):
+            name, field = _packed(k), f"members[{k}]"
+            if info.orig_filename != name:
+                raise _RefusedError(f"member {k + 1} is {_brief(info.orig_filename)}, expected {name!r}")
+            if set(_object(member, field)) != _MEMBER_KEYS:
+                raise _RefusedError(
+                    f"{field}: must have exactly the keys 'dtype' and 'elements', found {_names(member)}"
+                )
+            elements = _exact_int(member["elements"], f"{field}['elements']")
+            with self._zip.open(info) as stream:
+                raw = _read_npy_prefix(stream, info.file_size, name)
+            shape, fortran, dtype = self._npy_header(raw, name)
+            if np.lib.format.dtype_to_descr(dtype) != member["dtype"]:
+                raise _RefusedError(f"{field}['dtype']: {_brief(member['dtype'])}, but {name} holds {dtype.str!r}")
+            if shape != (elements,) or fortran:
+                raise _RefusedError(f"{name}: shape {_brief(shape)}, expected ({elements},) as {field} says")
+            if elements * dtype.itemsize != info.file_size - len(raw):
+                raise _RefusedError(
+                    f"{name}: {info.file_size - len(raw)} data bytes for {elements} elements of dtype {dtype}"
+                )
+            layout.append((dtype, len(raw), []))
+            sizes.append(elements)
+        columns = _object(entries, "arrays")
+        if set(columns) != _ARRAY_KEYS:
+            raise _RefusedError(
+                f"arrays: must have exactly the keys 'member', 'offset' and 'shape', found {_names(columns)}"
+            )
+        member_column, offset_column, shape_column = (_list(columns[key], f"arrays[{key!r}]") for key in _COLUMNS)
+        if not len(member_column) == len(offset_column) == len(shape_column):
+            raise _RefusedError(
+                f"arrays: {len(member_column)} members, {len(offset_column)} offsets and {len(shape_column)} shapes"
+            )
+        ends = [0] * len(sizes)  # where each member's next array starts
+        for ai, (m, offset, shape) in enumerate(zip(member_column, offset_column, shape_column)):
+            if (  # the fast path; a message only for an array that fails it
+                type(m) is int
+                and 0 <= m < len(ends)
+                and type(offset) is int
+                and offset == ends[m]
+                and type(shape) is list
+                and len(shape) <= _MAX_DIMENSIONS
+                and all(type(n) is int and n >= 0 for n in shape)
+            ):
+                count = math.prod(shape)
+                if offset + count <= sizes[m]:
+                    ends[m] = offset + count
+                    layout[m][2].append((ai, count, tuple(shape)))
+                    continue
+            _refuse_array(ai, m, offset, shape, ends, sizes)
+        for k, (end, elements) in enumerate(zip(ends, sizes)):
+            if end != elements:
+                raise _RefusedError(f"arrays: they cover {end} of the {elements} elements of {_packed(k)}")
+        return layout
 
-    def _read(self, start: int, first: bytes, lo: int, hi: int) -> bytes:
-        """Bytes ``lo:hi`` of the member whose data starts at ``start`` and begins with ``first``."""
-        if hi <= len(first):
-            return first[lo:hi]
-        self._file.seek(start + lo)
-        return _read_exactly(self._file, hi - lo)
+    def arrays(self) -> list[NDArray[Any]]:
+        """Read every array, in order, each into memory of its own."""
+        if self.version == 1:
+            return [self._array(i, info) for i, info in enumerate(self._members)]
+        out: list[Any] = [None] * self.count
+        for k, (info, (dtype, skip, entries)) in enumerate(zip(self._members, self._layout)):
+            with self._zip.open(info) as stream:
+                _read_exactly(stream, skip)  # the .npy header, checked already
+                _read_packed(stream, dtype, entries, out, _packed(k))
+        return out
 
-    def array(self, i: int) -> NDArray[Any]:
-        """Read array member ``i``, checking its ``.npy`` header against the member's size before allocating."""
-        entry, member = self._entries[i + 1], _member(i)
-        start, first = self._open_member(entry)
-        size = entry[2]
-        prefix = self._read(start, first, 0, min(12, size))
-        if len(prefix) < 10 or prefix[:6] != _NPY_MAGIC or prefix[6:8] not in (b"\x01\x00", b"\x02\x00"):
-            raise _RefusedError(f"{member}: not a .npy file of version 1.0 or 2.0")
-        fixed = 10 if prefix[6] == 1 else 12
-        if len(prefix) < fixed:
-            raise _RefusedError(f"{member}: only {size} bytes")
-        (length,) = struct.unpack("<H" if fixed == 10 else "<I", prefix[8:fixed])
-        if length > _MAX_NPY_HEADER or fixed + length > size:
-            raise _RefusedError(f"{member}: a .npy header of {length} bytes in a member of {size}")
-        raw = self._read(start, first, 0, fixed + length)
-        shape, fortran, dtype = self._npy_header(raw, member)
-        if math.prod(shape) * dtype.itemsize != size - len(raw):
-            raise _RefusedError(f"{member}: {size - len(raw)} data bytes for shape {shape} and dtype {dtype}")
-        out = np.empty(shape, dtype, order="F" if fortran else "C")
-        target = memoryview((out.T if fortran else out).reshape(-1).view(np.uint8))
-        if size <= len(first):
-            target[:] = first[len(raw) :]
-        else:
-            self._file.seek(start + len(raw))
-            _read_into(self._file, target, member)
+    def _array(self, i: int, info: zipfile.ZipInfo) -> NDArray[Any]:
+        """Read version 1 member ``i``, checking its ``.npy`` header against the member's size before allocating."""
+        member, size = _member(i), info.file_size
+        with self._zip.open(info) as stream:
+            raw = _read_npy_prefix(stream, size, member)
+            shape, fortran, dtype = self._npy_header(raw, member)
+            if math.prod(shape) * dtype.itemsize != size - len(raw):
+                raise _RefusedError(f"{member}: {size - len(raw)} data bytes for shape {shape} and dtype {dtype}")
+            out = np.empty(shape, dtype, order="F" if fortran else "C")
+            _read_into(stream, memoryview((out.T if fortran else out).reshape(-1).view(np.uint8)), member)
         return out
 
     def _npy_header(self, raw: bytes, member: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
@@ -638,103 +723,121 @@ class _Archive:
         return self._npy_headers[raw]
 
 
-def _read_directory(f: io.BufferedReader, size: int) -> list[tuple[bytes, int, int]]:
-    """Read the zip's central directory: ``[(name, local header offset, size)]``, in order.
-
-    Only what Lucid writes is accepted: the end record (zip64's where present)
-    right before the 64-byte digest, the directory right before it, every
-    member stored, unencrypted, its sizes equal.  The member count the end
-    record claims is compared with the directory's real size before anything
-    is allocated for it.
-    """
-    end = size - _DIGEST_LENGTH - _END_RECORD
-    f.seek(end)
-    signature, disk, first_disk, _, count, directory_size, directory_offset, comment = _END.unpack(
-        _read_exactly(f, _END_RECORD)
-    )
-    if signature != b"PK\x05\x06" or comment != _DIGEST_LENGTH or disk or first_disk:
-        raise _RefusedError("no zip end record before the digest: not a Lucid file")
-    directory_end = end
-    if end >= _LOCATOR.size + _END64.size:
-        f.seek(end - _LOCATOR.size)
-        locator, _, end64, _ = _LOCATOR.unpack(_read_exactly(f, _LOCATOR.size))
-        if locator == b"PK\x06\x07":
-            if end64 != end - _LOCATOR.size - _END64.size:
-                raise _RefusedError("the zip64 end record is not where its locator says")
-            f.seek(end64)
-            signature, _, _, _, disk, first_disk, _, count, directory_size, directory_offset = _END64.unpack(
-                _read_exactly(f, _END64.size)
-            )
-            if signature != b"PK\x06\x06" or disk or first_disk:
-                raise _RefusedError("malformed zip64 end record")
-            directory_end = end64
-    if directory_offset + directory_size != directory_end or count > directory_size // _CENTRAL_READ.size:
+def _refuse_array(ai: int, m: Any, offset: Any, shape: Any, ends: list[int], sizes: list[int]) -> None:
+    """Raise the refusal for array ``ai`` of the header's ``arrays`` columns, which failed the fast path."""
+    _exact_int(m, f"arrays['member'][{ai}]")
+    if m >= len(ends):
+        raise _RefusedError(f"arrays['member'][{ai}]: member {m} does not exist (the header lists {len(ends)})")
+    field = f"arrays['shape'][{ai}]"
+    if len(_list(shape, field)) > _MAX_DIMENSIONS:
+        raise _RefusedError(f"{field}: {len(shape)} dimensions, more than {_MAX_DIMENSIONS}")
+    for d, n in enumerate(shape):
+        _exact_int(n, f"{field}[{d}]")
+    _exact_int(offset, f"arrays['offset'][{ai}]")
+    if offset != ends[m]:
         raise _RefusedError(
-            f"the zip directory claims {count} members in {directory_size} bytes at {directory_offset}, "
-            f"which does not fit the file"
+            f"arrays['offset'][{ai}]: {offset}, expected {ends[m]} (the arrays of a member follow each other in order)"
         )
-    f.seek(directory_offset)
-    data = _read_exactly(f, directory_size)
-    entries = []
-    at = 0
-    for _ in range(count):
-        signature, flags, method, packed, unpacked, name_length, extra_length, comment_length, offset = (
-            _CENTRAL_READ.unpack_from(data, at)
-        )
-        name = data[at + _CENTRAL_READ.size : at + _CENTRAL_READ.size + name_length]
-        extra_at = at + _CENTRAL_READ.size + name_length
-        at = extra_at + extra_length + comment_length
-        if signature != b"PK\x01\x02" or at > len(data):
-            raise _RefusedError(f"malformed zip directory entry {len(entries)}")
-        if method != 0 or flags & 1:
-            raise _RefusedError(f"member {_brief(name.decode('cp437'))} is compressed or encrypted")
-        if 0xFFFFFFFF in (packed, unpacked, offset):
-            unpacked, packed, offset = _zip64_extra(data[extra_at : extra_at + extra_length], unpacked, packed, offset)
-        if packed != unpacked:
-            raise _RefusedError(f"member {_brief(name.decode('cp437'))} is compressed")
-        entries.append((name, offset, unpacked))
-    if at != len(data):
-        raise _RefusedError(f"the zip directory holds more than its {count} members")
-    return entries
+    raise _RefusedError(
+        f"{field}: {math.prod(shape)} elements from offset {offset} overrun the {sizes[m]} of {_packed(m)}"
+    )
 
 
-def _zip64_extra(extra: bytes, *values: int) -> tuple[int, ...]:
-    """Replace the 32-bit fields that are 0xFFFFFFFF by their zip64 values (in APPNOTE's order)."""
-    at = 0
-    while at + 4 <= len(extra):
-        tag, length = struct.unpack_from("<HH", extra, at)
-        if tag == 1:
-            wide = iter(struct.unpack_from(f"<{length // 8}Q", extra, at + 4))
-            try:
-                return tuple(next(wide) if value == 0xFFFFFFFF else value for value in values)
-            except StopIteration:
-                break
-        at += 4 + length
-    raise _RefusedError("a zip64 size or offset is missing")
+def _check_members(infos: list[zipfile.ZipInfo], size: int) -> None:
+    """Check every member is stored, unencrypted, in order, inside the file and overlapping no other.
+
+    Run before anything is read from them: then no member can claim more bytes
+    than the file holds, nor the members together.
+    """
+    floor, limit = 0, size - _DIGEST_LENGTH - _END_RECORD
+    for info in infos:
+        name = info.orig_filename
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+            raise _RefusedError(f"member {_brief(name)} is compressed")
+        if info.flag_bits & ~_FLAGS:
+            raise _RefusedError(f"member {_brief(name)} is encrypted or uses zip features Lucid never writes")
+        if info.header_offset < floor:
+            raise _RefusedError(f"member {_brief(name)} overlaps the one before it")
+        floor = info.header_offset + _LOCAL_HEADER + len(name.encode("utf-8" if info.flag_bits & 0x800 else "cp437"))
+        floor += info.file_size
+        if floor > limit:
+            raise _RefusedError(
+                f"member {_brief(name)} claims {info.file_size} bytes, beyond the end of the {size}-byte file"
+            )
 
 
-def _read_exactly(f: io.BufferedReader, size: int) -> bytes:
-    data = f.read(size)
+def _read_npy_prefix(stream: io.BufferedIOBase, size: int, member: str) -> bytes:
+    """Read a member's ``.npy`` magic, version and header, checking their lengths against the member's size."""
+    prefix = _read_exactly(stream, min(10, size), member)
+    if len(prefix) < 10 or prefix[:6] != _NPY_MAGIC or prefix[6:8] not in (b"\x01\x00", b"\x02\x00"):
+        raise _RefusedError(f"{member}: not a .npy file of version 1.0 or 2.0")
+    fixed = 10 if prefix[6] == 1 else 12
+    if size < fixed:
+        raise _RefusedError(f"{member}: only {size} bytes")
+    prefix += _read_exactly(stream, fixed - 10, member)
+    length = int.from_bytes(prefix[8:fixed], "little")
+    if length > _MAX_NPY_HEADER or fixed + length > size:
+        raise _RefusedError(f"{member}: a .npy header of {length} bytes in a member of {size}")
+    return prefix + _read_exactly(stream, length, member)
+
+
+def _read_packed(
+    stream: io.BufferedIOBase,
+    dtype: np.dtype[Any],
+    entries: list[tuple[int, int, tuple[int, ...]]],
+    out: list[Any],
+    name: str,
+) -> None:
+    """Read one packed member's arrays into ``out``: each large one directly, small ones 1 MiB at a time, copied."""
+    itemsize, at = dtype.itemsize, 0
+    while at < len(entries):
+        index, count, shape = entries[at]
+        if count * itemsize >= _DIRECT:
+            array = np.empty(shape, dtype)
+            _read_into(stream, memoryview(array.reshape(-1).view(np.uint8)), name)
+            out[index] = array
+            at += 1
+            continue
+        stop, total = at, 0  # gather the small arrays that follow, up to 1 MiB
+        while (
+            stop < len(entries)
+            and entries[stop][1] * itemsize < _DIRECT
+            and (total + entries[stop][1]) * itemsize <= _CHUNK
+        ):
+            total += entries[stop][1]
+            stop += 1
+        block = np.empty(total, dtype)
+        _read_into(stream, memoryview(block.view(np.uint8)), name)
+        start = 0
+        for index, count, shape in entries[at:stop]:
+            out[index] = block[start : start + count].reshape(shape).copy()
+            start += count
+        at = stop
+
+
+def _read_exactly(stream: io.BufferedIOBase, size: int, member: str = "the file") -> bytes:
+    data = stream.read(size)
     if len(data) != size:
-        raise _RefusedError(f"the file ends {size - len(data)} bytes early")
+        raise _RefusedError(f"{member}: the file ends {size - len(data)} bytes early")
     return data
 
 
-def _read_into(f: io.BufferedReader, view: memoryview, member: str) -> None:
+def _read_into(stream: io.BufferedIOBase, view: memoryview, member: str) -> None:
+    """Fill ``view`` from ``stream``, 1 MiB at a time (zipfile would otherwise read it all into one bytes first)."""
     done = 0
     while done < len(view):
-        got = f.readinto(view[done : done + _CHUNK])
+        got = stream.readinto(view[done : done + _CHUNK])
         if not got:
             raise _RefusedError(f"{member}: the file ends early")
         done += got
 
 
-def _check_digest(f: io.BufferedReader, size: int) -> None:
-    """Hash the file up to its last 64 bytes, 1 MiB at a time, and compare with them."""
+def _check_digest(f: io.BufferedReader, size: int) -> bytes:
+    """Hash the file up to its last 64 bytes, 1 MiB at a time, and compare with them; return them."""
     if size < _DIGEST_LENGTH + _END_RECORD:
         raise _RefusedError(f"only {size} bytes: truncated, or not a Lucid file")
     digest = hashlib.sha256()
-    buffer = memoryview(bytearray(_CHUNK))
+    buffer = memoryview(bytearray(min(size, _CHUNK)))
     f.seek(0)
     left = size - _DIGEST_LENGTH
     while left:
@@ -743,124 +846,60 @@ def _check_digest(f: io.BufferedReader, size: int) -> None:
             raise _RefusedError("the file shrank while it was read")
         digest.update(buffer[:got])
         left -= got
-    if digest.hexdigest().encode("ascii") != f.read(_DIGEST_LENGTH):
+    stored = f.read(_DIGEST_LENGTH)
+    if digest.hexdigest().encode("ascii") != stored:
         raise _RefusedError("SHA-256 mismatch: the file is truncated, or was modified after it was written")
+    return stored
 
 
 # ---------------------------------------------------------- writing the file
-def _member(i: int) -> str:
-    return f"arrays/{i}.npy"
+class _SealingWriter(io.RawIOBase):
+    """The file :class:`zipfile.ZipFile` writes to: it hashes and writes every byte, except the last 64.
 
-
-class _SealedZip:
-    """Write a zip of stored members to ``f`` in one pass, hashing every byte; end it with the digest.
-
-    What :mod:`zipfile` writes to a stream, without its cost per member: each
-    member's CRC and sizes follow its data (a data descriptor), and zip64
-    records appear only where a size, an offset or the member count needs them.
-    Small writes (zip and ``.npy`` headers, small arrays) are gathered into
-    pieces of about 1 MiB; large ones go straight to the file.
+    It can tell but not seek, so ``zipfile`` writes the archive in one pass
+    (each member's CRC and sizes in a data descriptor after its data).  The last
+    64 bytes written, the placeholder comment, are held back; :meth:`seal`
+    writes the hex SHA-256 of everything before them in their place.
     """
 
     def __init__(self, f: IO[bytes]) -> None:
+        super().__init__()
         self._file = f
         self._digest = hashlib.sha256()
-        self._pending = bytearray()  # gathered, not yet hashed nor written
+        self._tail = b""  # the last bytes written to this object, not yet hashed nor written to the file
         self._position = 0
-        self._directory: list[bytes] = []  # central directory entries
 
-    def _write(self, data: Any) -> None:
-        self._position += len(data)
-        if len(data) < _DIRECT:
-            self._pending += data
-            if len(self._pending) >= _CHUNK:
-                self._flush()
+    def writable(self) -> bool:
+        """Return True."""
+        return True
+
+    def write(self, data: Any) -> int:
+        """Write ``data`` (any contiguous buffer) but its last 64 bytes, and the 64 held back before it."""
+        view = memoryview(data).cast("B")
+        self._position += len(view)
+        if len(view) >= _DIGEST_LENGTH:
+            self._out(self._tail)
+            self._out(view[:-_DIGEST_LENGTH])
+            self._tail = bytes(view[-_DIGEST_LENGTH:])
         else:
-            self._flush()
-            self._out(data)
-
-    def _flush(self) -> None:
-        if self._pending:
-            self._out(self._pending)
-            self._pending = bytearray()
+            joined = self._tail + bytes(view)
+            self._out(joined[:-_DIGEST_LENGTH])
+            self._tail = joined[-_DIGEST_LENGTH:]
+        return len(view)
 
     def _out(self, data: Any) -> None:
-        self._digest.update(data)
-        _write_all(self._file, data)
+        if len(data):
+            self._digest.update(data)
+            _write_all(self._file, data)
 
-    def member(self, name: str, pieces: Iterable[Any], size: int) -> None:
-        """Write member ``name``: ``size`` bytes, given as byte buffers."""
-        offset, encoded = self._position, name.encode("ascii")
-        local64 = size > _ZIP64_LIMIT
-        extra = struct.pack("<HHQQ", 1, 16, 0, 0) if local64 else b""
-        sizes = 0xFFFFFFFF if local64 else 0  # the real ones follow the data
-        self._write(
-            _LOCAL.pack(
-                _LOCAL_SIGNATURE,
-                45 if local64 else 20,
-                _FLAGS,
-                0,
-                0,
-                _DOS_DATE,
-                0,
-                sizes,
-                sizes,
-                len(encoded),
-                len(extra),
-            )
-            + encoded
-            + extra
-        )
-        crc, written = 0, 0
-        for piece in pieces:
-            crc = zlib.crc32(piece, crc)
-            written += len(piece)
-            self._write(piece)
-        if written != size:
-            raise RuntimeError(f"{name}: wrote {written} bytes, expected {size}")
-        self._write(struct.pack("<IIQQ" if local64 else "<IIII", _DESCRIPTOR_SIGNATURE, crc, size, size))
-        wide = ([size, size] if local64 else []) + ([offset] if offset > _ZIP64_LIMIT else [])
-        extra = struct.pack(f"<HH{len(wide)}Q", 1, 8 * len(wide), *wide) if wide else b""
-        version = 45 if wide else 20
-        self._directory.append(
-            _CENTRAL.pack(
-                _CENTRAL_SIGNATURE,
-                _MADE_BY_UNIX | version,
-                version,
-                _FLAGS,
-                0,
-                0,
-                _DOS_DATE,
-                crc,
-                0xFFFFFFFF if local64 else size,
-                0xFFFFFFFF if local64 else size,
-                len(encoded),
-                len(extra),
-                0,
-                0,
-                0,
-                0o644 << 16,
-                0xFFFFFFFF if offset > _ZIP64_LIMIT else offset,
-            )
-            + encoded
-            + extra
-        )
+    def tell(self) -> int:
+        """Return the bytes written so far, the held-back ones included (``seek`` is refused, as by any raw stream)."""
+        return self._position
 
-    def close(self) -> None:
-        """Write the central directory and the end records, then the digest as the 64-byte comment."""
-        start = self._position
-        for entry in self._directory:
-            self._write(entry)
-        count, size = len(self._directory), self._position - start
-        if count >= 0xFFFF or start > _ZIP64_LIMIT or size > _ZIP64_LIMIT:
-            end64 = self._position
-            self._write(
-                struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, _MADE_BY_UNIX | 45, 45, 0, 0, count, count, size, start)
-            )
-            self._write(struct.pack("<IIQI", 0x07064B50, 0, end64, 1))
-            count, size, start = min(count, 0xFFFF), min(size, 0xFFFFFFFF), min(start, 0xFFFFFFFF)
-        self._write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, size, start, _DIGEST_LENGTH))
-        self._flush()
+    def seal(self) -> None:
+        """Write the digest in place of the placeholder comment zipfile wrote last."""
+        if self._tail != _PLACEHOLDER:
+            raise RuntimeError("the archive does not end with its placeholder comment")
         _write_all(self._file, self._digest.hexdigest().encode("ascii"))
 
 
@@ -869,9 +908,18 @@ def _write_all(f: IO[bytes], data: Any) -> None:
     f.write(data)
 
 
-def _npy_header(array: NDArray[Any]) -> bytes:
+def _zip_info(name: str, size: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, _DATE)
+    info.external_attr = 0o644 << 16
+    info.file_size = size  # known in advance: zipfile decides on zip64 fields by it
+    return info
+
+
+def _npy_header(dtype: np.dtype[Any], elements: int) -> bytes:
     header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (elements,)}
+    )
     return header.getvalue()
 
 
@@ -897,26 +945,62 @@ def _pieces(array: NDArray[Any]) -> Iterator[memoryview]:
         yield memoryview(np.ascontiguousarray(array[start : start + step]).reshape(-1).view(np.uint8))
 
 
+def _pack(arrays: list[NDArray[Any]]) -> tuple[list[dict[str, Any]], dict[str, list[Any]], list[list[NDArray[Any]]]]:
+    """Assign every array to its dtype's member; return the header's members and arrays, and each member's arrays."""
+    by_dtype: dict[str, int] = {}
+    members: list[dict[str, Any]] = []
+    packed: list[list[NDArray[Any]]] = []
+    member_column, offset_column, shape_column = [], [], []
+    for array in arrays:
+        k = by_dtype.get(array.dtype.str)  # the byte order included: '<f8' and '>f8' are two members
+        if k is None:
+            k = by_dtype[array.dtype.str] = len(members)
+            members.append({"dtype": np.lib.format.dtype_to_descr(array.dtype), "elements": 0})
+            packed.append([])
+        member = members[k]
+        member_column.append(k)
+        offset_column.append(member["elements"])
+        shape_column.append(list(array.shape))
+        member["elements"] += array.size
+        packed[k].append(array)
+    return members, {"member": member_column, "offset": offset_column, "shape": shape_column}, packed
+
+
+def _write_arrays(out: IO[bytes], arrays: list[NDArray[Any]]) -> None:
+    """Write the arrays' bytes one after the other, in C order: small ones gathered into pieces of about 1 MiB."""
+    pending = bytearray()
+    for array in arrays:
+        if array.nbytes < _DIRECT:
+            pending += array.tobytes()
+            if len(pending) >= _CHUNK:
+                out.write(pending)
+                pending = bytearray()
+            continue
+        if pending:
+            out.write(pending)
+            pending = bytearray()
+        for piece in _pieces(array):
+            out.write(piece)
+    if pending:
+        out.write(pending)
+
+
 def _write_archive(path: PathLike, header: dict[str, Any], arrays: list[NDArray[Any]]) -> None:
-    text = json.dumps({**header, "arrays": len(arrays)}, allow_nan=True).encode("utf-8")
+    members, columns, packed = _pack(arrays)
+    text = json.dumps({**header, "members": members, "arrays": columns}, allow_nan=True, separators=(",", ":"))
 
     def write(f: IO[bytes]) -> None:
-        archive = _SealedZip(f)
-        archive.member(_HEADER, (text,), len(text))
-        headers: dict[tuple[str, bool, tuple[int, ...]], bytes] = {}
-        for i, value in enumerate(arrays):
-            array = np.asarray(value)
-            fortran = not array.flags.c_contiguous and array.flags.f_contiguous
-            key = (array.dtype.str, fortran, array.shape)
-            npy = headers.get(key)
-            if npy is None:
-                npy = headers[key] = _npy_header(array)
-            if array.nbytes < _DIRECT:  # one small copy, written with the headers
-                pieces: Iterable[Any] = (npy + array.tobytes("F" if fortran else "C"),)
-            else:  # streamed, in .npy order
-                pieces = itertools.chain((npy,), _pieces(array.T if fortran else array))
-            archive.member(_member(i), pieces, len(npy) + array.nbytes)
-        archive.close()
+        sealing = _SealingWriter(f)
+        with zipfile.ZipFile(sealing, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            zf.writestr(_zip_info(_HEADER, 0), text.encode("utf-8"))
+            for k, (member, group) in enumerate(zip(members, packed)):
+                npy = _npy_header(group[0].dtype, member["elements"])
+                size = len(npy) + member["elements"] * group[0].dtype.itemsize
+                with zf.open(_zip_info(_packed(k), size), "w", force_zip64=size > zipfile.ZIP64_LIMIT) as out:
+                    out.write(npy)
+                    _write_arrays(out, group)
+            zf.comment = _PLACEHOLDER
+        sealing.seal()
 
     _atomic_write(os.fspath(path), write)
 

@@ -1,4 +1,4 @@
-"""lucid.serialization: bitwise round trips, damaged and hostile files refused, atomic writes."""
+"""lucid.serialization: bitwise round trips, damaged and hostile files refused, atomic writes, the packed layout."""
 
 # ruff: noqa: E501  (one table row per line reads better than wrapped rows)
 
@@ -207,15 +207,15 @@ def test_refused_files_never_unpickle(saved, tmp_path, tally, monkeypatch) -> No
 
     path, _ = saved
     with zipfile.ZipFile(path) as zf:
-        header = zf.read("header.json")
+        header = json.loads(zf.read("header.json"))
+    member = io.BytesIO()
+    np.lib.format.write_array(member, objects, allow_pickle=True)
+    header["members"] = [{"dtype": "|O", "elements": 2}]
+    header["arrays"] = {"member": [0, 0, 0], "offset": [0, 0, 0], "shape": [[0], [0], [2]]}
     crafted = io.BytesIO()
     with zipfile.ZipFile(crafted, "w") as zf:
-        zf.writestr("header.json", header)
-        for i in range(json.loads(header)["arrays"]):
-            name = f"arrays/{i}.npy"
-            member = io.BytesIO()
-            np.lib.format.write_array(member, objects, allow_pickle=True)
-            zf.writestr(name, member.getvalue())
+        zf.writestr("header.json", json.dumps(header))
+        zf.writestr("packed/0.npy", member.getvalue())
         zf.comment = b"0" * 64
     hostile = tmp_path / "crafted.npz"
     body = crafted.getvalue()[:-64]  # re-seal: anyone can (the digest detects damage, not tampering)
@@ -425,9 +425,49 @@ def test_every_layout_round_trips_and_numpy_reads_the_file(tmp_path) -> None:
     loaded = serialization.load_state_dict(tmp_path / "opt.npz")
     for i, a in enumerate(arrays):
         assert same(loaded["state"][i]["square_avg"], np.array(a))
-    with np.load(tmp_path / "opt.npz", allow_pickle=False) as npz:
+    with zipfile.ZipFile(tmp_path / "opt.npz") as zf:
+        header = json.loads(zf.read("header.json"))
+        assert zf.namelist() == [
+            "header.json",
+            "packed/0.npy",
+            "packed/1.npy",
+            "packed/2.npy",
+            "packed/3.npy",
+            "packed/4.npy",
+            "packed/5.npy",
+        ]
+    assert [m["dtype"] for m in header["members"]] == ["<f8", ">f8", "<c8", "<f4", "|b1", "<u2"]
+    columns = header["arrays"]
+    with np.load(tmp_path / "opt.npz", allow_pickle=False) as npz:  # one flat array per dtype, the arrays in C order
         for i, a in enumerate(arrays):
-            assert same(npz[f"arrays/{i}"], np.array(a))
+            flat, offset = npz[f"packed/{columns['member'][i]}"], columns["offset"][i]
+            assert columns["shape"][i] == list(a.shape)
+            assert same(flat[offset : offset + a.size].reshape(a.shape), np.array(a))
+
+
+def test_loaded_arrays_are_c_contiguous_and_own_their_memory(tmp_path) -> None:
+    """Small arrays are copied out of one read, large ones read on their own: none is a view of another."""
+    arrays = [np.full(10, 1.0), np.asfortranarray(np.full((300, 200), 2.0)), np.full(3, 3.0), np.array(4.0)]
+    serialization.save_state_dict(_state_of(arrays), tmp_path / "opt.npz")
+    loaded = [entry["square_avg"] for entry in serialization.load_state_dict(tmp_path / "opt.npz")["state"].values()]
+    assert all(a.flags.c_contiguous and a.flags.owndata and a.flags.writeable for a in loaded)
+    loaded[0][...] = -1.0
+    assert same(loaded[2], np.full(3, 3.0)) and same(loaded[3], np.array(4.0))
+    params = serialization.load_parameters(_saved_parameters(tmp_path, arrays))
+    assert all(a.flags.c_contiguous and a.flags.owndata for a in params.values())
+
+
+def _state_of(arrays: list[np.ndarray]) -> dict[str, Any]:
+    return {
+        "state": {i: {"step": 1.0, "square_avg": a} for i, a in enumerate(arrays)},
+        "param_groups": [{"params": list(range(len(arrays)))}],
+    }
+
+
+def _saved_parameters(tmp_path: Path, arrays: list[np.ndarray]) -> Path:
+    path = tmp_path / "p.npz"
+    serialization.save_parameters({f"p{i}": a for i, a in enumerate(arrays)}, path)
+    return path
 
 
 # ------------------------------------------------------ all-or-nothing loads
@@ -452,14 +492,22 @@ def test_load_parameters_writes_nothing_when_one_target_is_read_only(tmp_path, t
 
 
 def test_zip64_records_are_read_back_by_lucid_zipfile_and_numpy(tmp_path, monkeypatch) -> None:
-    """With the zip64 threshold lowered to 64 bytes, every size, offset and the directory take zip64 fields."""
-    monkeypatch.setattr(serialization, "_ZIP64_LIMIT", 64)
+    """With zipfile's zip64 thresholds lowered (64 bytes, 1 member), every size, offset and the directory take zip64."""
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 64)
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 1)
     arrays = [np.arange(40.0), np.arange(6, dtype=np.int32).reshape(2, 3), np.array(1.5)]
-    serialization.save_parameters({f"p{i}": a for i, a in enumerate(arrays)}, tmp_path / "p.npz")
-    with zipfile.ZipFile(tmp_path / "p.npz") as zf:
+    path = _saved_parameters(tmp_path, arrays)
+    data = path.read_bytes()
+    assert b"PK\x06\x06" in data and b"PK\x06\x07" in data  # the zip64 end record and its locator
+    with zipfile.ZipFile(path) as zf:
         assert zf.testzip() is None
-        assert all(info.file_size > 64 or info.header_offset > 64 for info in zf.infolist()[1:])
-    loaded = serialization.load_parameters(tmp_path / "p.npz")
-    with np.load(tmp_path / "p.npz", allow_pickle=False) as npz:
-        for i, a in enumerate(arrays):
-            assert same(loaded[f"p{i}"], a) and same(npz[f"arrays/{i}"], a)
+        members = zf.infolist()[1:]
+        assert [info.filename for info in members] == ["packed/0.npy", "packed/1.npy"]
+        assert all(info.extra[:2] == b"\x01\x00" for info in members)  # zip64 extra field: sizes and offset
+        assert all(info.file_size > 64 and info.header_offset > 64 for info in members)
+    loaded = serialization.load_parameters(path)
+    with np.load(path, allow_pickle=False) as npz:
+        assert same(npz["packed/0"], np.array([*range(40), 1.5]))
+        assert same(npz["packed/1"], np.arange(6, dtype=np.int32))
+    for i, a in enumerate(arrays):
+        assert same(loaded[f"p{i}"], a)
