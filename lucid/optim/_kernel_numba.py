@@ -1,6 +1,6 @@
 """The RMSprop step compiled by numba: one pass over each element, bit for bit the reference.
 
-Imported only by :func:`lucid.optim._kernel.load`, never by ``import lucid``:
+Imported only by :func:`lucid.optim._kernel.resolve_accelerator`, never by ``import lucid``:
 importing this module imports numba and registers the kernel (compiled, or
 loaded from numba's cache, on first call).
 
@@ -11,12 +11,10 @@ the array's dtype, so each element gets the same bits:
 * a plain ``+ - * /`` and ``sqrt`` are IEEE's correctly rounded operations in
   both, and numba is run without ``fastmath``, so LLVM neither contracts
   ``a * b + c`` into a fused multiply-add nor reorders anything;
-* the reference's fused multiply-adds are correctly rounded (:mod:`lucid._fma`):
-  float64's is LLVM's ``llvm.fma.f64`` here, correctly rounded by definition;
-  float32's is the reference's own construction, ``RN32(RO64(a*b + c))``
-  (the float64 product of two float32 numbers is exact; the sum is rounded to
-  odd with TwoSum's remainder, then to float32), which is the correctly
-  rounded float32 result;
+* the reference's fused multiply-adds are correctly rounded (:mod:`lucid._fma`
+  emulates them), and so is LLVM's ``llvm.fma`` used here for both dtypes: a
+  fused multiply-add instruction, or the C library's ``fma``/``fmaf`` on a CPU
+  without one;
 * ``error_model="numpy"``: a division by zero gives inf or NaN, as in NumPy.
 """
 
@@ -28,73 +26,28 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
 __all__ = ["CACHE_NOTE", "rmsprop_kernel"]
 
 
 @intrinsic
-def _llvm_fma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
-    """``llvm.fma.f64``: ``a * b + c`` rounded once (a hardware FMA instruction where the CPU has one)."""
-    sig = types.float64(types.float64, types.float64, types.float64)
+def fused(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    """Return ``a * b + c`` rounded once (LLVM's ``llvm.fma``), in the operands' dtype, float32 or float64.
+
+    A fused multiply-add instruction where the CPU has one, else the C
+    library's ``fma``/``fmaf``: correctly rounded either way, which is what
+    :func:`lucid._fma.fma` computes.
+    """
+    if not (a == b == c and a in (types.float32, types.float64)):
+        return None  # numba then reports that no implementation matches these types
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        double = ir.DoubleType()
-        fn = builder.module.declare_intrinsic("llvm.fma", [double], ir.FunctionType(double, [double] * 3))
+        real = ir.FloatType() if signature.return_type == types.float32 else ir.DoubleType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [real], ir.FunctionType(real, [real] * 3))
         return builder.call(fn, args)
 
-    return sig, codegen
-
-
-@intrinsic
-def _bits(typingctx: Any, x: Any) -> Any:
-    """Return the float64's bit pattern as an int64."""
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.int64(types.float64), codegen
-
-
-@intrinsic
-def _from_bits(typingctx: Any, n: Any) -> Any:
-    """Return the float64 whose bit pattern is the int64 ``n``."""
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.int64), codegen
-
-
-_EXPONENT_MASK = np.int64(0x7FF0000000000000)  # all ones: inf or NaN
-
-
-@numba.njit
-def _fma32(a: np.float32, b: np.float32, c: np.float32) -> np.float32:
-    """``RN32(RO64(a*b + c))``, as :func:`lucid._fma.fma` computes float32's fused multiply-add."""
-    x = np.float64(a) * np.float64(b)  # exact
-    c64 = np.float64(c)
-    s = x + c64
-    bp = s - x
-    err = (x - (s - bp)) + (c64 - bp)  # TwoSum: s + err == x + c exactly
-    # Inexact, finite and even: move to the odd neighbour on err's side, +1 or -1 on the
-    # bit pattern (magnitude up when err has s's sign).  Branch-free, so the loop vectorises.
-    sb = _bits(s)
-    move = (err != 0.0) & (sb & 1 == 0) & (sb & _EXPONENT_MASK != _EXPONENT_MASK)
-    s = _from_bits(sb + (((sb ^ _bits(err)) >> 63) | 1) * move)
-    return np.float32(s)
-
-
-def fused(a: Any, b: Any, c: Any) -> Any:
-    """Return ``a * b + c`` rounded once, in the operands' dtype (compiled code only)."""
-    raise NotImplementedError("fused() runs inside numba-compiled code only")
-
-
-@overload(fused)
-def _fused(a, b, c):
-    if a == types.float32:
-        return lambda a, b, c: _fma32(a, b, c)
-    return lambda a, b, c: _llvm_fma(a, b, c)
+    return a(a, b, c), codegen
 
 
 def _rmsprop_step(
@@ -120,7 +73,9 @@ def _rmsprop_step(
     """One RMSprop step over 1-D contiguous arrays, in place; ``ga``/``buf`` unused unless their flag is set.
 
     Scalars are the group's hyperparameters converted to the arrays' dtype, as
-    the reference converts them (``lucid.optim._fast._Hyper``).
+    the reference converts them (``lucid.optim._fast._Hyper``).  One
+    specialisation per dtype serves every flag set: the flags are loop-invariant
+    branches, and the loop vectorises.
     """
     for i in range(p.size):
         g = -grad[i] if maximize else grad[i]
