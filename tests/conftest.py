@@ -67,6 +67,16 @@ def accelerator(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     return request.param
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which accelerator Lucid's step takes in this run (``RMSprop.accelerator`` left as it is)."""
+    from lucid.optim._kernel import resolve_accelerator
+
+    try:
+        return f"lucid step accelerator: {resolve_accelerator(None)}"
+    except (ValueError, RuntimeError) as err:  # a bad LUCID_ACCELERATOR: the tests will say so too
+        return f"lucid step accelerator: {err}"
+
+
 _bad_inputs = [0, 0]  # tried, handled as required (tests/reliability)
 
 
