@@ -25,15 +25,16 @@ right), and ``.npy`` headers are parsed by NumPy's literal parser.
 Arrays stream: saving writes each member's ``.npy`` header, then the arrays'
 bytes in pieces of at most 1 MiB (small arrays gathered, a non-contiguous array
 copied a piece at a time), hashing every byte on its way to the file; loading
-checks the digest reading 1 MiB at a time, then reads each large array straight
-into a new array of its shape, and small ones 1 MiB at a time, each copied out
-into an array of its own.  Memory beyond the state itself stays near 1 MiB
-(plus the header), and the time is proportional to the bytes plus a few
-microseconds per array (its JSON).  Arrays loaded from a version 2 file are
-C-contiguous and independent of each other, whatever the layout they were
-saved from.
+checks the digest reading 1 MiB at a time, then reads each large array
+into a new array of its shape (1 MiB at a time, through :mod:`zipfile`, which
+checks the CRC), and small ones 1 MiB of them at a time, each copied out into
+an array of its own.  Memory beyond the state itself stays near 2 MiB (plus the
+header), and the time is proportional to the bytes plus some microseconds per
+array, nearly all for its entries in the JSON header.  Arrays loaded from a
+version 2 file are C-contiguous and independent of each other, whatever the
+layout they were saved from.
 
-A loaded file is checked against itself before anything is allocated: every
+A loaded file is checked against itself before any array is allocated: every
 member is stored, lies inside the file and overlaps no other; the header's
 member count, dtypes and element counts against the archive's members, their
 ``.npy`` headers and real sizes; every array's member, offset and shape against
