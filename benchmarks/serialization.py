@@ -130,6 +130,10 @@ def _run_child(operation: str, meter: str, path: str, parameters: int, elements:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+def _per_array(seconds: float, parameters: int) -> str:
+    return f"{seconds / parameters * 1e6:.1f}" if parameters > 1 else "-"
+
+
 def measure(name: str, parameters: int, elements: int, repeats: int, directory: str) -> list[str]:
     """Save and load one state, each timed, traced and RSS-measured in its own process; return table rows."""
     path = os.path.join(directory, f"{name}.npz")
@@ -141,19 +145,19 @@ def measure(name: str, parameters: int, elements: int, repeats: int, directory: 
         result = state_bytes if operation == "load" else 0  # a load's result is the state, not overhead
         rows.append(
             f"| {name} | {parameters} x {elements} float64 | {state_bytes / MiB:.1f} | {operation} "
-            f"| {timing['wall_s']:.3f} | {timing['cpu_s']:.3f} | {timing['wall_s'] / parameters * 1e6:.1f} "
-            f"| {state_bytes / MiB / timing['wall_s']:.0f} "
+            f"| {timing['wall_s']:.3f} | {timing['cpu_s']:.3f} | {_per_array(timing['wall_s'], parameters)} "
+            f"| {_per_array(timing['cpu_s'], parameters)} | {state_bytes / MiB / timing['wall_s']:.0f} "
             f"| {(traced['tracemalloc_peak'] - result) / MiB:.1f} | {(timing['rss_peak'] - result) / MiB:.1f} |"
         )
     with zipfile.ZipFile(path) as zf:
         members = len(zf.infolist())
-    rows.append(f"|  | file: {os.path.getsize(path) / MiB:.1f} MiB, {members} zip members |  |  |  |  |  |  |  |  |")
+    rows.append(f"|  | file: {os.path.getsize(path) / MiB:.1f} MiB, {members} zip members |  |  |  |  |  |  |  |  |  |")
     os.unlink(path)
     return rows
 
 
 HEADER = (
-    "| state | arrays | state MiB | operation | wall s | CPU s | wall us per array | MiB/s "
+    "| state | arrays | state MiB | operation | wall s | CPU s | wall us per array | CPU us per array | MiB/s "
     "| tracemalloc peak extra MiB | RSS peak extra MiB |"
 )
 
