@@ -12,8 +12,9 @@ A replay id may come from anywhere (a log, a colleague, a hand edit), so
 types, known names (case, stream kind, layout, check family), group indices,
 and bounds on the size of the work (:data:`MAX_STEPS`, :data:`MAX_ELEMENTS`,
 :data:`MAX_ELEMENT_STEPS`) and of the token itself (:data:`MAX_TOKEN_BYTES`,
-:data:`MAX_NESTING`).  A bad token is a :class:`ReplayIdError` naming the
-field: a usage error, never a disagreement of the candidate.
+:data:`MAX_NESTING`).  A bad token is a :class:`ScenarioIdError` naming the
+field (``scenario id 'v1-...': steps must be an integer in 1..10000, got
+1000000000``): a usage error, never a disagreement of the candidate.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ __all__ = [
     "MAX_TOKEN_BYTES",
     "GroupSpec",
     "ParamSpec",
-    "ReplayIdError",
     "Scenario",
+    "ScenarioIdError",
 ]
 
 _ID_PREFIX = "v1-"
@@ -70,8 +71,8 @@ MAX_TOKEN_BYTES = 2**16
 MAX_NESTING = 8
 
 
-class ReplayIdError(ValueError):
-    """A replay id that is corrupt or describes a scenario outside the bounds; the message names the field."""
+class ScenarioIdError(ValueError):
+    """A scenario (replay) id that is corrupt or outside the bounds; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -161,39 +162,41 @@ class Scenario:
 
         Raises
         ------
-        ReplayIdError
+        ScenarioIdError
             If ``scenario_id`` is not such a string, or a field is missing, of the
             wrong type, unknown or out of bounds (the message names it).
         """
         shown = scenario_id if len(scenario_id) <= 40 else f"{scenario_id[:36]}..."
         if not scenario_id.startswith(_ID_PREFIX):
-            raise ReplayIdError(f"not a replay id (must start with {_ID_PREFIX!r}): {shown!r}")
+            raise ScenarioIdError(f"not a scenario id (must start with {_ID_PREFIX!r}): {shown!r}")
         body = scenario_id[len(_ID_PREFIX) :]
         try:
             packed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             inflate = zlib.decompressobj()
             raw = inflate.decompress(packed, MAX_TOKEN_BYTES + 1)
         except (ValueError, binascii.Error, zlib.error) as err:
-            raise ReplayIdError(f"corrupt replay id {shown!r}: {err}") from None
+            raise ScenarioIdError(f"corrupt scenario id {shown!r}: {err}") from None
         if len(raw) > MAX_TOKEN_BYTES:
-            raise ReplayIdError(f"corrupt replay id {shown!r}: it inflates to more than {MAX_TOKEN_BYTES} bytes")
+            raise ScenarioIdError(f"corrupt scenario id {shown!r}: it inflates to more than {MAX_TOKEN_BYTES} bytes")
         if not inflate.eof:
-            raise ReplayIdError(f"corrupt replay id {shown!r}: truncated")
+            raise ScenarioIdError(f"corrupt scenario id {shown!r}: truncated")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ReplayIdError(f"corrupt replay id {shown!r}: {err}") from None
+            raise ScenarioIdError(f"corrupt scenario id {shown!r}: {err}") from None
         depth = _nesting(text)
         if depth > MAX_NESTING:
-            raise ReplayIdError(f"replay id {shown!r}: its data is nested {depth} levels deep (at most {MAX_NESTING})")
+            raise ScenarioIdError(
+                f"scenario id {shown!r}: its data is nested {depth} levels deep (at most {MAX_NESTING})"
+            )
         try:
             data = json.loads(text)
         except ValueError as err:
-            raise ReplayIdError(f"corrupt replay id {shown!r}: {err}") from None
+            raise ScenarioIdError(f"corrupt scenario id {shown!r}: {err}") from None
         try:
             return _scenario(data)
-        except ReplayIdError as err:
-            raise ReplayIdError(f"replay id {shown!r}: {err}") from None
+        except ScenarioIdError as err:
+            raise ScenarioIdError(f"scenario id {shown!r}: {err}") from None
 
 
 def _nesting(text: str) -> int:
@@ -225,41 +228,41 @@ def _show(value: Any) -> str:
 
 def _int(value: Any, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ReplayIdError(f"{name} must be an integer in {low}..{high}, got {_show(value)}")
+        raise ScenarioIdError(f"{name} must be an integer in {low}..{high}, got {_show(value)}")
     return value
 
 
 def _number(value: Any, name: str, *, positive: bool = False, nonnegative: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ReplayIdError(f"{name} must be a finite number, got {_show(value)}")
+        raise ScenarioIdError(f"{name} must be a finite number, got {_show(value)}")
     if positive and not value > 0:
-        raise ReplayIdError(f"{name} must be > 0, got {_show(value)}")
+        raise ScenarioIdError(f"{name} must be > 0, got {_show(value)}")
     if nonnegative and not value >= 0:
-        raise ReplayIdError(f"{name} must be >= 0, got {_show(value)}")
+        raise ScenarioIdError(f"{name} must be >= 0, got {_show(value)}")
     return float(value)
 
 
 def _choice(value: Any, name: str, options: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in options:
-        raise ReplayIdError(f"{name} must be one of {', '.join(options)}; got {_show(value)}")
+        raise ScenarioIdError(f"{name} must be one of {', '.join(options)}; got {_show(value)}")
     return value
 
 
 def _list(value: Any, name: str, low: int, high: int) -> list[Any]:
     if not isinstance(value, list) or not low <= len(value) <= high:
-        raise ReplayIdError(f"{name} must be a list of {low} to {high} items, got {_show(value)}")
+        raise ScenarioIdError(f"{name} must be a list of {low} to {high} items, got {_show(value)}")
     return value
 
 
 def _object(value: Any, name: str, known: set[str], required: AbstractSet[str] = frozenset()) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ReplayIdError(f"{name} must be an object, got {_show(value)}")
+        raise ScenarioIdError(f"{name} must be an object, got {_show(value)}")
     unknown = sorted(set(value) - known)
     if unknown:
-        raise ReplayIdError(f"{name} has unknown field(s) {', '.join(map(repr, unknown))}")
+        raise ScenarioIdError(f"{name} has unknown field(s) {', '.join(map(repr, unknown))}")
     missing = sorted(required - set(value))
     if missing:
-        raise ReplayIdError(f"{name} lacks field(s) {', '.join(map(repr, missing))}")
+        raise ScenarioIdError(f"{name} lacks field(s) {', '.join(map(repr, missing))}")
     return value
 
 
@@ -268,14 +271,16 @@ def _group(value: Any, name: str) -> GroupSpec:
     return GroupSpec(**{key: _number(item, f"{name}.{key}", nonnegative=True) for key, item in data.items()})
 
 
-def _param(value: Any, name: str, groups: int, steps: int) -> ParamSpec:
+def _param(value: Any, name: str, groups: int) -> ParamSpec:
     data = _object(value, name, {f.name for f in fields(ParamSpec)})
     checked: dict[str, Any] = {}
     if "shape" in data:
         dims = _list(data["shape"], f"{name}.shape", 0, _MAX_NDIM)
         shape = tuple(_int(d, f"{name}.shape", 0, MAX_ELEMENTS) for d in dims)
         if math.prod(shape) > MAX_ELEMENTS:
-            raise ReplayIdError(f"{name}.shape {list(shape)} has {math.prod(shape)} elements, more than {MAX_ELEMENTS}")
+            raise ScenarioIdError(
+                f"{name}.shape {list(shape)} has {math.prod(shape)} elements, more than {MAX_ELEMENTS}"
+            )
         checked["shape"] = shape
     if "group" in data:
         checked["group"] = _int(data["group"], f"{name}.group", 0, groups - 1)
@@ -286,7 +291,7 @@ def _param(value: Any, name: str, groups: int, steps: int) -> ParamSpec:
     if "nonfinite" in data:
         checked["nonfinite"] = _choice(data["nonfinite"], f"{name}.nonfinite", NONFINITE)
     if "none_every" in data:
-        checked["none_every"] = _int(data["none_every"], f"{name}.none_every", 0, steps)
+        checked["none_every"] = _int(data["none_every"], f"{name}.none_every", 0, MAX_STEPS)
     for key in ("scale", "param_scale"):
         if key in data:
             checked[key] = _number(data[key], f"{name}.{key}")
@@ -297,21 +302,20 @@ def _scenario(data: Any) -> Scenario:
     top = {f.name for f in fields(Scenario)} - {"label"}
     data = _object(data, "the data", top, top)
     if not isinstance(data["case"], str):
-        raise ReplayIdError(f"case must be a case id, got {_show(data['case'])}")
+        raise ScenarioIdError(f"case must be a case id, got {_show(data['case'])}")
     try:
         case = case_by_id(data["case"]).id
     except KeyError as err:
-        raise ReplayIdError(f"case: {err.args[0]}") from None
+        raise ScenarioIdError(f"case: {err.args[0]}") from None
     steps = _int(data["steps"], "steps", 1, MAX_STEPS)
     seed = _int(data["seed"], "seed", 0, 2**64 - 1)
     groups = tuple(_group(g, f"groups[{i}]") for i, g in enumerate(_list(data["groups"], "groups", 1, _MAX_GROUPS)))
     params = tuple(
-        _param(p, f"params[{i}]", len(groups), steps)
-        for i, p in enumerate(_list(data["params"], "params", 1, MAX_PARAMS))
+        _param(p, f"params[{i}]", len(groups)) for i, p in enumerate(_list(data["params"], "params", 1, MAX_PARAMS))
     )
     elements = sum(math.prod(p.shape) for p in params)
     if elements * steps > MAX_ELEMENT_STEPS:
-        raise ReplayIdError(
+        raise ScenarioIdError(
             f"steps x elements = {steps} x {elements} gradient values, more than {MAX_ELEMENT_STEPS} (a replay's bound)"
         )
     lr_change = data["lr_change"]
@@ -322,5 +326,5 @@ def _scenario(data: Any) -> Scenario:
         _choice(c, f"checks[{i}]", tuple(FAMILIES)) for i, c in enumerate(_list(data["checks"], "checks", 1, 4))
     )
     if len(set(checks)) != len(checks):
-        raise ReplayIdError(f"checks repeat a family: {list(checks)}")
+        raise ScenarioIdError(f"checks repeat a family: {list(checks)}")
     return Scenario(case=case, groups=groups, params=params, steps=steps, seed=seed, lr_change=lr_change, checks=checks)

@@ -57,7 +57,7 @@ def test_mutant_exits_nonzero_naming_the_check_and_the_replay_replays_it() -> No
     [
         (["--optimizer", "no_such_module:X"], "cannot import candidate module 'no_such_module'"),
         (["--optimizer", "lucid.optim"], "package.module:Class"),
-        (["--replay", "v1-garbage"], "corrupt replay id 'v1-garbage'"),
+        (["--replay", "v1-garbage"], "corrupt scenario id 'v1-garbage'"),
     ],
 )
 def test_bad_usage_exits_two_with_the_reason(args: list[str], message: str) -> None:
