@@ -1,4 +1,4 @@
-"""Lockstep agreement with torch.optim.RMSprop over every flag combination (DESIGN §3).
+"""Lockstep agreement with torch.optim.RMSprop over every flag combination, judged by the lockstep bound.
 
 Each case starts both optimizers from identical state before every step and
 judges the step by :data:`conformance.compare.LOCKSTEP_BOUND` (16 units of

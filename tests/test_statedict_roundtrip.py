@@ -1,4 +1,4 @@
-"""state_dict round-trips: Lucid -> Lucid bitwise, Lucid <-> torch mid-run (DESIGN §5)."""
+"""state_dict round-trips: Lucid -> Lucid bitwise, Lucid <-> torch mid-run, through files without pickle."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scenarios replay exactly: ids round-trip, streams are pure functions of them, strategies cover DESIGN §4."""
+"""Scenarios replay exactly: ids round-trip, streams are pure functions of them, strategies cover every stream kind, shape and flag the matrix names."""
 
 from __future__ import annotations
 
