@@ -1,4 +1,4 @@
-"""state_dict round-trips: Lucid -> Lucid bitwise, Lucid <-> torch mid-run, through files without pickle."""
+"""state_dict round-trips: Lucid -> Lucid bitwise, Lucid <-> torch mid-run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scenarios replay exactly: ids round-trip, streams are pure functions of them, strategies cover every stream kind, shape and flag the matrix names."""
+"""Scenarios replay exactly: ids round-trip, streams are pure functions of them, strategies cover every stream kind."""
 
 from __future__ import annotations
 
