@@ -35,11 +35,15 @@ from __future__ import annotations
 import math
 import os
 import struct
+import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -49,6 +53,7 @@ from lucid._fma import TINY_PRODUCT, fma_outside_domain
 from lucid._fma import fma as reference_fma
 from lucid.optim._kernel import run_kernel
 from lucid.optim.functional import Writes, rmsprop_writes
+from lucid.tensor import Tensor
 
 __all__ = ["MAX_DEFAULT_THREADS", "MAX_THREADS", "FastStep", "resolve_num_threads"]
 
@@ -459,15 +464,52 @@ def _names(group: dict[str, Any]) -> tuple[str, ...]:
     return ("square_avg",) + ("grad_avg",) * centered + ("momentum_buffer",) * momentum
 
 
+def _refs_to_data(tensor: Any) -> int:
+    """``sys.getrefcount`` of ``tensor.data``, counted the same way for :data:`_SOLE_REFS`."""
+    return sys.getrefcount(tensor.data)
+
+
+#: What :func:`_refs_to_data` returns when the tensor's ``__dict__`` is the array's only
+#: holder: measured here rather than assumed, since the count includes the call's own
+#: temporary reference, which is an interpreter detail.
+_SOLE_REFS = _refs_to_data(Tensor(np.zeros(1)))
+
+#: Every pack's ``flat["param"]``, by id, while it lives (ndarrays are unhashable, so no WeakSet).
+_PACK_STORAGE: weakref.WeakValueDictionary[int, NDArray[Any]] = weakref.WeakValueDictionary()
+
+
+def _adoptable(tensor: Any, view: NDArray[Any]) -> bool:
+    """Whether ``tensor.data`` may be replaced by ``view`` (with its values) without anyone noticing.
+
+    Nothing but ``tensor`` references the array, and its memory is reachable
+    through no other array: it owns it, or it is its member's view of an
+    older pack's parameter storage (after a rebuild), which no one else was
+    given.  A view of an array of the user's (``p.data = holder[..., 0]``)
+    has one reference too, but ``holder`` still sees its memory: never adopted.
+    """
+    data = tensor.data
+    base = data.base
+    del data  # not to count as a holder
+    if _refs_to_data(tensor) > _SOLE_REFS:
+        return False
+    if base is not None and _PACK_STORAGE.get(id(base)) is not base:
+        return False
+    return tensor.data.shape == view.shape and tensor.data.dtype == view.dtype
+
+
 class _FlatPack:
     """Flat storage for one group's small parameters of one dtype.
 
     ``state[p][name]`` of every member is a view of ``flat[name]`` (from
-    :meth:`install` on); the parameters and gradients are gathered into
-    ``flat`` before the update and the parameters scattered back after it.
-    The pack is rebuilt (its only allocation) when the members or their state
-    arrays are not the ones it holds: after ``load_state_dict``, a change of
-    flags, or a changed set of parameters with gradients.
+    :meth:`install` on).  A member's ``p.data`` becomes the view of
+    ``flat["param"]`` too (:meth:`adopt`) when nothing but ``p`` references
+    its array, which is then dropped: nobody can observe that it stops being
+    updated.  The other members' parameters are gathered into ``flat`` before
+    the update and scattered back after it (:attr:`copied`); so is a member
+    whose ``.data`` was replaced after it became a view.  Gradients are always
+    gathered.  The pack is rebuilt (its only allocation) when the members or
+    their state arrays are not the ones it holds: after ``load_state_dict``, a
+    change of flags, or a changed set of parameters with gradients.
     """
 
     def __init__(self, params: Sequence[Any], states: Sequence[dict[str, Any]], names: Sequence[str]) -> None:
@@ -483,12 +525,34 @@ class _FlatPack:
         for name in names:
             for state, view in zip(states, self.views[name]):
                 np.copyto(view, state[name])  # the values; the state arrays are replaced by install()
+        _PACK_STORAGE[id(self.flat["param"])] = self.flat["param"]
+        #: Indices of the members whose ``p.data`` is not their view of ``flat["param"]``.
+        self.copied: list[int] = list(range(len(params)))
 
     def install(self, states: Sequence[dict[str, Any]]) -> None:
         """Make the members' state arrays the views of the flat storage (which holds their values)."""
         for name in self.names:
             for state, view in zip(states, self.views[name]):
                 state[name] = view
+
+    def adopt(self) -> None:
+        """Make ``p.data`` the view of ``flat["param"]``, with its values, where ``p`` alone holds its array.
+
+        A member whose array anyone else references (a variable, a list, an
+        autograd graph, a gradient that is the same array) keeps it, and is
+        gathered and scattered instead: the view never silently orphans an
+        array that someone can still read.  Updates :attr:`copied`.
+        """
+        copied = []
+        for i, (p, view) in enumerate(zip(self.params, self.views["param"])):
+            if p.data is view:
+                continue
+            if _adoptable(p, view):
+                np.copyto(view, p.data)
+                p.data = view
+            else:
+                copied.append(i)
+        self.copied = copied
 
     def matches(self, params: Sequence[Any], states: Sequence[dict[str, Any]], names: Sequence[str]) -> bool:
         if tuple(names) != self.names or len(params) != len(self.params):
@@ -497,17 +561,66 @@ class _FlatPack:
             return False
         return all(state[name] is view for name in names for state, view in zip(states, self.views[name]))
 
-    def gather(self, params: Sequence[Any], grads: Sequence[NDArray[Any]]) -> None:
-        np.concatenate([p.data for p in params], axis=None, out=self.flat["param"])
+    def gather_grads(self, grads: Sequence[NDArray[Any]]) -> None:
+        """Copy the gradients into ``flat["grad"]`` (private storage: nothing visible changes)."""
         np.concatenate(grads, axis=None, out=self.flat["grad"])
 
-    def scatter(self, params: Sequence[Any]) -> None:
-        for p, view in zip(params, self.views["param"]):
-            np.copyto(p.data, view)
+    def gather(self) -> None:
+        """Copy the :attr:`copied` members' parameters into ``flat["param"]``."""
+        if len(self.copied) == len(self.params):  # none adopted: one call
+            np.concatenate([p.data for p in self.params], axis=None, out=self.flat["param"])
+            return
+        views = self.views["param"]
+        for i in self.copied:
+            np.copyto(views[i], self.params[i].data)
+
+    def scatter(self) -> None:
+        """Copy the :attr:`copied` members' new values back into their parameters."""
+        views = self.views["param"]
+        for i in self.copied:
+            np.copyto(self.params[i].data, views[i])
 
     def arrays(self) -> tuple[Any, ...]:
         f = self.flat
         return (f["param"], f["grad"], f["square_avg"], f.get("grad_avg"), f.get("momentum_buffer"))
+
+
+_GRAD = attrgetter("grad")
+_DATA = attrgetter("data")
+_SHAPE = attrgetter("shape")
+_DTYPE = attrgetter("dtype")
+_WRITEABLE = attrgetter("flags.writeable")
+_STEP = itemgetter("step")
+
+
+@dataclass
+class _Plan:
+    """A committed step in which every parameter with a gradient went to a flat pack (or was empty).
+
+    What :meth:`FastStep.replay` compares the next step with, as lists over
+    the parameters with a gradient, in group order ("members").  Objects are
+    compared by ``id``: the plan holds every one of them (``members``,
+    ``datas``, ``entries``, ``buffers``), so an equal ``id`` is the same object.
+    """
+
+    group_sizes: list[int]  # len(group["params"]) per group
+    names: list[tuple[str, ...]]  # per group: the buffers its flags use
+    param_ids: list[int]  # every parameter, with a gradient or not
+    grad_types: list[type]  # np.ndarray where the parameter had a gradient, NoneType where not
+    with_grad: list[int] | None  # indices of the members among all parameters; None: all of them
+    members: list[Any]
+    datas: list[NDArray[Any]]  # member.data (its pack's view, once adopted)
+    data_ids: list[int]
+    shapes: list[tuple[int, ...]]
+    dtypes: list[np.dtype[Any]]
+    entries: list[dict[str, Any]]  # state[member]
+    entry_ids: list[int]
+    entry_sizes: list[int]  # len(entry): "step" and the buffers its group uses, no other keys
+    floats: list[type]  # [float] * len(members): the type each entry's "step" must have
+    #: per group and buffer name: (first, last + 1 member of the group, name, the buffers' ids, the buffers)
+    buffers: list[tuple[int, int, str, list[int], list[NDArray[Any]]]]
+    #: per pack: (pack, group index, dtype, its members as a slice (first, last + 1) or a list of indices)
+    packs: list[tuple[_FlatPack, int, np.dtype[Any], tuple[int, int] | list[int]]]
 
 
 def _run_blocks(segments: Sequence[tuple[_Job, int, int]], scratch: dict[np.dtype[Any], _Scratch]) -> None:
@@ -548,6 +661,7 @@ class FastStep:
     def __init__(self) -> None:
         self._packs: dict[tuple[Any, np.dtype[Any]], _FlatPack] = {}
         self._scratch: list[dict[np.dtype[Any], _Scratch]] = []
+        self._plan: _Plan | None = None
 
     def _scratch_for(self, threads: int, dtypes: set[np.dtype[Any]]) -> list[dict[np.dtype[Any], _Scratch]]:
         while len(self._scratch) < threads:
@@ -627,39 +741,180 @@ class FastStep:
             if fresh:
                 pack = _FlatPack(params, states, names)
             assert pack is not None
-            packs.append((key, pack, fresh, params, grads, states))
+            packs.append((key, pack, fresh, grads, states))
             jobs.append(_Job(pack.arrays(), _Hyper.of(group, key[1])))
-        total = sum(job.size for job in jobs)
-        threads = num_threads if total >= PARALLEL_MIN else 1
-        workers: list[Callable[[Sequence[tuple[_Job, int, int]]], None]]
+        workers = self._workers(jobs, num_threads, kernel)
+        self._plan = None  # until the commit records the new one
+        replayable = not writes and len(jobs) == len(packs)
+        return partial(self._commit, writes, packs, jobs, workers, replayable)
+
+    def _workers(
+        self, jobs: Sequence[_Job], num_threads: int, kernel: Callable[..., None] | None
+    ) -> list[Callable[[Sequence[tuple[_Job, int, int]]], None]]:
+        """One runner per thread the jobs are worth: the kernel's, or the NumPy blocks' with their scratch."""
+        threads = num_threads if sum(job.size for job in jobs) >= PARALLEL_MIN else 1
         if kernel is not None:
-            workers = [partial(_run_kernel, kernel)] * threads
-        else:
-            scratch = self._scratch_for(threads, {job.dtype for job in jobs}) if jobs else []
-            workers = [partial(_run_blocks, scratch=sc) for sc in scratch]
-        return partial(self._commit, writes, packs, jobs, workers)
+            return [partial(_run_kernel, kernel)] * threads
+        scratch = self._scratch_for(threads, {job.dtype for job in jobs}) if jobs else []
+        return [partial(_run_blocks, scratch=sc) for sc in scratch]
 
     def _commit(
         self,
         writes: Writes,
-        packs: Sequence[tuple[Any, _FlatPack, bool, list[Any], list[Any], list[Any]]],
+        packs: Sequence[tuple[Any, _FlatPack, bool, list[Any], list[Any]]],
         jobs: Sequence[_Job],
         workers: Sequence[Callable[[Sequence[tuple[_Job, int, int]]], None]],
+        replayable: bool,
     ) -> None:
         """Run the update :meth:`prepare` returned: copy the reference path's values, then run the blocks."""
         for array, value in writes:
             np.copyto(array, value)
-        for key, pack, fresh, params, grads, states in packs:
-            if fresh:
-                pack.install(states)
-                self._packs[key] = pack
-            pack.gather(params, grads)
         used = {key for key, *_ in packs}
         for key in [k for k in self._packs if k not in used]:
             del self._packs[key]  # unused this step: its views stay valid as state, the storage is theirs
+        for key, pack, fresh, grads, states in packs:
+            if fresh:
+                pack.install(states)
+                self._packs[key] = pack  # first, so that the old pack's views no longer count as holders
+            pack.adopt()
+            pack.gather_grads(grads)
+            pack.gather()
         self._run(jobs, workers)
-        for _, pack, _, params, _, _ in packs:
-            pack.scatter(params)
+        for _, pack, *_ in packs:
+            pack.scatter()
+        self._replayable = replayable
+
+    def record(self, groups: Sequence[dict[str, Any]], state: dict[Any, dict[str, Any]]) -> None:
+        """After a committed step of :meth:`prepare`'s: remember it for :meth:`replay`, if every gradient was packed.
+
+        ``groups`` are the optimizer's param groups as the step read them.
+        """
+        self._plan = None
+        if not self.__dict__.pop("_replayable", False):
+            return
+        params = list(chain.from_iterable(group["params"] for group in groups))
+        grad_types = [type(p.grad) for p in params]
+        with_grad = [i for i, t in enumerate(grad_types) if t is not type(None)]
+        members = [params[i] for i in with_grad]
+        entries = [state[p] for p in members]
+        position = {id(p): i for i, p in enumerate(members)}
+        buffers = []
+        lo = 0
+        for group in groups:
+            hi = lo + sum(p.grad is not None for p in group["params"])
+            for name in _names(group) if hi > lo else ():
+                arrays = [entry[name] for entry in entries[lo:hi]]
+                buffers.append((lo, hi, name, list(map(id, arrays)), arrays))
+            lo = hi
+        packs: list[tuple[_FlatPack, int, np.dtype[Any], tuple[int, int] | list[int]]] = []
+        for (gi, dtype), pack in self._packs.items():
+            where = [position[id(p)] for p in pack.params]
+            contiguous = where == list(range(where[0], where[0] + len(where)))
+            packs.append((pack, gi, dtype, (where[0], where[0] + len(where)) if contiguous else where))
+        datas = [p.data for p in members]
+        self._plan = _Plan(
+            group_sizes=[len(group["params"]) for group in groups],
+            names=[_names(group) for group in groups],
+            param_ids=list(map(id, params)),
+            grad_types=grad_types,
+            with_grad=None if len(with_grad) == len(params) else with_grad,
+            members=members,
+            datas=datas,
+            data_ids=list(map(id, datas)),
+            shapes=[d.shape for d in datas],
+            dtypes=[d.dtype for d in datas],
+            entries=entries,
+            entry_ids=list(map(id, entries)),
+            entry_sizes=list(map(len, entries)),
+            floats=[float] * len(members),
+            buffers=buffers,
+            packs=packs,
+        )
+
+    def replay(
+        self,
+        groups: Sequence[dict[str, Any]],
+        hypers: Sequence[dict[str, Any]],
+        state: dict[Any, dict[str, Any]],
+        num_threads: int,
+        kernel: Callable[..., None] | None,
+    ) -> tuple[list[dict[str, Any]], Callable[[], None]] | None:
+        """Prepare the recorded step again where nothing it relied on changed; None where anything did.
+
+        ``hypers`` are the groups' checked hyperparameters.  The checks are
+        those of a full step, cut to what can change while the identities hold:
+        the groups hold the recorded parameters, the same ones with a gradient;
+        each has the same ``.data`` array, of the same shape and dtype and
+        still writable, and an ndarray gradient of that shape and dtype; its
+        state entry is the same dict with as many keys, a float ``step`` and
+        the same buffers, still writable.  (The buffers are the packs' own
+        views, made with the parameter's shape and dtype, or arrays the full
+        step checked.)  Anything else sends the step the full way, which
+        checks and refuses with its messages, or rebuilds the packs.
+
+        The comparisons run over whole lists (``map`` with ``attrgetter``),
+        not in a Python loop per parameter: with a thousand small parameters
+        that loop, not the arithmetic, was most of the step.
+
+        Returns
+        -------
+        (entries, update) or None
+            The state entries whose ``step`` the commit increments, and the
+            update, as :meth:`prepare` returns it.  Nothing visible is written
+            here (the gradients are gathered into the packs' private storage).
+        """
+        plan = self.__dict__.get("_plan")
+        if plan is None or [len(g["params"]) for g in groups] != plan.group_sizes:
+            return None
+        if [_names(h) for h in hypers] != plan.names:
+            return None
+        params = list(chain.from_iterable(g["params"] for g in groups))
+        if list(map(id, params)) != plan.param_ids:
+            return None
+        grads = list(map(_GRAD, params))
+        if list(map(type, grads)) != plan.grad_types:  # exactly ndarray where there was a gradient, None elsewhere
+            return None
+        if plan.with_grad is not None:
+            params = [params[i] for i in plan.with_grad]
+            grads = [grads[i] for i in plan.with_grad]
+        datas = list(map(_DATA, params))
+        entries = list(map(state.get, params))
+        if not (
+            list(map(id, datas)) == plan.data_ids
+            and list(map(_SHAPE, datas)) == plan.shapes == list(map(_SHAPE, grads))
+            and list(map(_DTYPE, datas)) == plan.dtypes == list(map(_DTYPE, grads))
+            and all(map(_WRITEABLE, datas))
+            and list(map(id, entries)) == plan.entry_ids
+            and list(map(len, entries)) == plan.entry_sizes
+        ):
+            return None
+        try:  # a missing key is a change like any other
+            if list(map(type, map(_STEP, entries))) != plan.floats:
+                return None
+            for lo, hi, name, ids, arrays in plan.buffers:
+                if list(map(id, map(itemgetter(name), entries[lo:hi]))) != ids or not all(map(_WRITEABLE, arrays)):
+                    return None
+        except KeyError:
+            return None
+        jobs = []
+        for pack, gi, dtype, where in plan.packs:
+            pack.gather_grads(grads[where[0] : where[1]] if isinstance(where, tuple) else [grads[i] for i in where])
+            jobs.append(_Job(pack.arrays(), _Hyper.of(hypers[gi], dtype)))
+        workers = self._workers(jobs, num_threads, kernel)
+        return entries, partial(self._commit_replay, [pack for pack, *_ in plan.packs], jobs, workers)
+
+    def _commit_replay(
+        self,
+        packs: Sequence[_FlatPack],
+        jobs: Sequence[_Job],
+        workers: Sequence[Callable[[Sequence[tuple[_Job, int, int]]], None]],
+    ) -> None:
+        """Run the update :meth:`replay` returned: gather what is copied, run, scatter it back."""
+        for pack in packs:
+            pack.gather()
+        self._run(jobs, workers)
+        for pack in packs:
+            pack.scatter()
 
     def _run(self, jobs: Sequence[_Job], workers: Sequence[Callable[[Sequence[tuple[_Job, int, int]]], None]]) -> None:
         """Share the jobs' elements among ``len(workers)`` threads, the calling one included."""

@@ -122,6 +122,14 @@ class RMSprop(Optimizer):
     pairs.  (torch's ``foreach=True`` path decays the pairs instead, which can
     differ by one rounding, and by NaN where a part is infinite.)
 
+    Small parameters (fewer than 8192 elements) of a group and dtype share
+    flat storage: their state buffers are views of it, and from the first
+    step on so is ``p.data`` where nothing but ``p`` references its array and
+    the array owns its memory (an array anyone else holds is updated in place
+    instead).  Assigning another array to ``p.data`` or to a state buffer is
+    noticed by identity at the next step, checked and honoured.  See
+    docs/optimizer.md, "Small parameters share storage".
+
     Examples
     --------
     >>> import lucid.nn as nn, lucid.optim as optim, numpy as np
@@ -395,6 +403,16 @@ class RMSprop(Optimizer):
         hypers = self._checked_groups()
         threads = resolve_num_threads(self.num_threads)
         kernel = resolve_accelerator(self.accelerator).kernel
+        if self.__dict__.get("_fast_step") is None:
+            self._fast_step = FastStep()
+        replayed = self._fast_step.replay(self.param_groups, hypers, self.state, threads, kernel)
+        if replayed is not None:  # the last step's parameters and state, unchanged: checked, packed, prepared
+            entries, update = replayed
+            with interrupts_deferred():
+                for entry in entries:
+                    entry["step"] += 1.0
+                update()
+            return loss
         work = []
         created = []
         for gi, (group, hyper) in enumerate(zip(self.param_groups, hypers)):
@@ -413,8 +431,6 @@ class RMSprop(Optimizer):
                 work.append((gi, hyper, param, grad, entry))
         # 2. allocate: rmsprop_update's bits, blocked, in place and threaded (complex and strided:
         # rmsprop_update itself, computed here)
-        if self.__dict__.get("_fast_step") is None:
-            self._fast_step = FastStep()
         update = self._fast_step.prepare(work, threads, kernel)
         # 3. commit
         with interrupts_deferred():
@@ -422,4 +438,5 @@ class RMSprop(Optimizer):
             for *_, entry in work:
                 entry["step"] += 1.0
             update()
+            self._fast_step.record(self.param_groups, self.state)
         return loss
