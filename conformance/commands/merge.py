@@ -38,12 +38,8 @@ def _merge(args: argparse.Namespace) -> int:
             return 2
         try:
             written = staged.commit(merged, html=not args.no_html)
-        except OSError as err:
-            print(
-                f"error: --out {args.out}: writing the reports failed ({err.strerror or err}); "
-                "its previous content is unchanged",
-                file=sys.stderr,
-            )
+        except OutputError as err:
+            print(f"error: {err}", file=sys.stderr)
             return 2
     print(
         f"merged {len(args.shards)} shard(s), {len(merged['cases'])} cases; wrote "

@@ -110,12 +110,8 @@ def _run(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - start
         try:
             written = staged.commit(result, html=not args.no_html)
-        except OSError as err:
-            print(
-                f"error: --out {args.out}: writing the reports failed ({err.strerror or err}); "
-                "its previous content is unchanged",
-                file=sys.stderr,
-            )
+        except OutputError as err:
+            print(f"error: {err}", file=sys.stderr)
             return 2
     for kept in staged.kept:
         print(f"note: the previous {args.out} held more than reports; it was kept as {kept}", file=sys.stderr)

@@ -142,8 +142,8 @@ class StagedReports:
         ------
         ValueError
             If ``result`` is not a valid drift result (nothing is written).
-        OSError
-            If writing fails (a full disk); ``out`` keeps its old set.
+        OutputError
+            If writing fails (a full disk), saying so; ``out`` keeps its old set.
         """
         from conformance.report.markdown import markdown_report
         from conformance.report.schema import dumps, validate
@@ -154,11 +154,17 @@ class StagedReports:
             from conformance.report import html as html_page  # matplotlib is imported only here
 
             texts["html"] = html_page.html_report(result)
-        (self.staging / _RESERVED).unlink(missing_ok=True)  # give the reserved space to the reports
-        for kind, text in texts.items():
-            _write(self.staging / REPORT_FILES[kind], text)
-        _fsync_dir(self.staging)
-        self._swap_in()
+        try:
+            (self.staging / _RESERVED).unlink(missing_ok=True)  # give the reserved space to the reports
+            for kind, text in texts.items():
+                _write(self.staging / REPORT_FILES[kind], text)
+            _fsync_dir(self.staging)
+            self._swap_in()
+        except OSError as err:
+            raise OutputError(
+                f"--out {self.out}: writing the reports failed ({err.strerror or err}); "
+                "its previous content is unchanged"
+            ) from err
         return {kind: self.out / REPORT_FILES[kind] for kind in texts}
 
     def _swap_in(self) -> None:
