@@ -557,9 +557,9 @@ def _member(i: int) -> str:
     return f"arrays/{i}.npy"
 
 
-#: Per member of a version 2 file: its dtype, the length of its ``.npy`` header, and its arrays in
-#: order as (index in the header's ``arrays``, element count, shape).
-_Layout = list[tuple[np.dtype[Any], int, list[tuple[int, int, tuple[int, ...]]]]]
+#: Per member of a version 2 file: its dtype, the length of its ``.npy`` header, and the indices of
+#: its arrays (in the header's ``arrays``), in order.
+_Layout = list[tuple[np.dtype[Any], int, list[int]]]
 
 
 class _Archive:
@@ -594,7 +594,8 @@ class _Archive:
                     raise _RefusedError(f"member {i + 1} is {_brief(info.orig_filename)}, expected {_member(i)!r}")
         else:
             self._layout = self._checked_layout(self.header["members"], self.header["arrays"])
-            self.count = sum(len(entries) for _, _, entries in self._layout)
+            self._shapes = self.header["arrays"]["shape"]
+            self.count = len(self._shapes)
 
     @classmethod
     @contextlib.contextmanager
@@ -667,6 +668,7 @@ class _Archive:
             dimensions = list(itertools.chain.from_iterable(shape_column))
             shapes_valid = set(map(type, dimensions)) <= {int} and min(dimensions, default=0) >= 0
         ends = [0] * len(sizes)  # where each member's next array starts
+        self._counts: list[int] = []  # elements per array
         for ai, (m, offset, shape) in enumerate(zip(member_column, offset_column, shape_column)):
             if (  # the fast path; a message only for an array that fails it
                 type(m) is int
@@ -678,7 +680,8 @@ class _Archive:
                 count = math.prod(shape)
                 if offset + count <= sizes[m]:
                     ends[m] = offset + count
-                    layout[m][2].append((ai, count, tuple(shape)))
+                    layout[m][2].append(ai)
+                    self._counts.append(count)
                     continue
             _refuse_array(ai, m, offset, shape, ends, sizes)
         for k, (end, elements) in enumerate(zip(ends, sizes)):
@@ -691,10 +694,10 @@ class _Archive:
         if self.version == 1:
             return [self._array(i, info) for i, info in enumerate(self._members)]
         out: list[Any] = [None] * self.count
-        for k, (info, (dtype, skip, entries)) in enumerate(zip(self._members, self._layout)):
+        for k, (info, (dtype, skip, indices)) in enumerate(zip(self._members, self._layout)):
             with self._zip.open(info) as stream:
                 _read_exactly(stream, skip)  # the .npy header, checked already
-                _read_packed(stream, dtype, entries, out, _packed(k))
+                _read_packed(stream, dtype, indices, self._counts, self._shapes, out, _packed(k))
         return out
 
     def _array(self, i: int, info: zipfile.ZipInfo) -> NDArray[Any]:
@@ -797,33 +800,39 @@ def _read_npy_prefix(stream: io.BufferedIOBase, size: int, member: str) -> bytes
 def _read_packed(
     stream: io.BufferedIOBase,
     dtype: np.dtype[Any],
-    entries: list[tuple[int, int, tuple[int, ...]]],
+    indices: list[int],
+    counts: list[int],
+    shapes: list[list[int]],
     out: list[Any],
     name: str,
 ) -> None:
-    """Read one packed member's arrays into ``out``: each large one directly, small ones 1 MiB at a time, copied."""
+    """Read one packed member's arrays (``indices``, in order) into ``out``.
+
+    Each large one is read on its own, straight into its array; the small ones
+    that follow each other, up to 1 MiB of them at once, each copied out.
+    """
     itemsize, at = dtype.itemsize, 0
-    while at < len(entries):
-        index, count, shape = entries[at]
-        if count * itemsize >= _DIRECT:
-            array = np.empty(shape, dtype)
+    while at < len(indices):
+        index = indices[at]
+        if counts[index] * itemsize >= _DIRECT:
+            array = np.empty(shapes[index], dtype)
             _read_into(stream, memoryview(array.reshape(-1).view(np.uint8)), name)
             out[index] = array
             at += 1
             continue
-        stop, total = at, 0  # gather the small arrays that follow, up to 1 MiB
-        while (
-            stop < len(entries)
-            and entries[stop][1] * itemsize < _DIRECT
-            and (total + entries[stop][1]) * itemsize <= _CHUNK
-        ):
-            total += entries[stop][1]
+        stop, total = at, 0
+        while stop < len(indices):
+            count = counts[indices[stop]]
+            if count * itemsize >= _DIRECT or (total + count) * itemsize > _CHUNK:
+                break
+            total += count
             stop += 1
         block = np.empty(total, dtype)
         _read_into(stream, memoryview(block.view(np.uint8)), name)
         start = 0
-        for index, count, shape in entries[at:stop]:
-            out[index] = block[start : start + count].reshape(shape).copy()
+        for index in indices[at:stop]:
+            count = counts[index]
+            out[index] = block[start : start + count].reshape(shapes[index]).copy()
             start += count
         at = stop
 
@@ -963,7 +972,9 @@ def _pack(arrays: list[NDArray[Any]]) -> tuple[list[dict[str, Any]], dict[str, l
     by_dtype: dict[str, int] = {}
     members: list[dict[str, Any]] = []
     packed: list[list[NDArray[Any]]] = []
-    member_column, offset_column, shape_column = [], [], []
+    member_column: list[int] = []
+    offset_column: list[int] = []
+    shape_column: list[tuple[int, ...]] = []
     for array in arrays:
         k = by_dtype.get(array.dtype.str)  # the byte order included: '<f8' and '>f8' are two members
         if k is None:
@@ -973,7 +984,7 @@ def _pack(arrays: list[NDArray[Any]]) -> tuple[list[dict[str, Any]], dict[str, l
         member = members[k]
         member_column.append(k)
         offset_column.append(member["elements"])
-        shape_column.append(list(array.shape))
+        shape_column.append(array.shape)  # a tuple, written as a JSON list
         member["elements"] += array.size
         packed[k].append(array)
     return members, {"member": member_column, "offset": offset_column, "shape": shape_column}, packed
