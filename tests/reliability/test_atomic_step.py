@@ -97,10 +97,14 @@ def test_data_replaced_by_float16_before_the_first_step_is_refused(tally, snap) 
 # ------------------------------------------------------------ MemoryError while the step allocates
 def _memory_error_cases() -> Iterator[tuple[str, Callable[[pytest.MonkeyPatch], tuple[list[Parameter], RMSprop]]]]:
     def scratch(monkeypatch: pytest.MonkeyPatch) -> tuple[list[Parameter], RMSprop]:
-        """A first step: state, flat packs and scratch are all still to be made; the second scratch fails."""
+        """A first step: state, flat packs and scratch are all still to be made; the second scratch fails.
+
+        Scratch is the NumPy step's (numba's kernel needs none), so that step is the one taken.
+        """
         params = _mixed()
         opt = RMSprop([{"params": params[:4]}, {"params": params[4:], "momentum": 0.9, "centered": True}])
         opt.num_threads = 2
+        opt.accelerator = "numpy"
         monkeypatch.setattr(_fast, "_Scratch", _fail_on_call(_fast._Scratch, 2))
         return params, opt
 
@@ -158,6 +162,7 @@ def default_sigint() -> Iterator[None]:
     signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.usefixtures("accelerator")
 def test_sigint_during_the_update_completes_the_step_then_interrupts(monkeypatch, default_sigint) -> None:
     params = _mixed()
     opt = RMSprop(params, momentum=0.9)
@@ -167,15 +172,21 @@ def test_sigint_during_the_update_completes_the_step_then_interrupts(monkeypatch
     _grads(params, 2)
     twin_params, twin = _twin(params, opt)
     twin.step()
-    run_blocks, sent = _fast._run_blocks, []
+    sent: list[bool] = []
 
-    def interrupted(*args: Any) -> None:
-        if threading.current_thread() is threading.main_thread() and not sent:
-            sent.append(True)
-            os.kill(os.getpid(), signal.SIGINT)  # handled before the next bytecode: before this block runs
-        run_blocks(*args)
+    def interrupting(run: Callable[..., None]) -> Callable[..., None]:
+        """``run`` (a thread's share of the update, either accelerator's), sending SIGINT first, once."""
 
-    monkeypatch.setattr(_fast, "_run_blocks", interrupted)
+        def interrupted(*args: Any, **kwargs: Any) -> None:
+            if threading.current_thread() is threading.main_thread() and not sent:
+                sent.append(True)
+                os.kill(os.getpid(), signal.SIGINT)  # handled before the next bytecode: before this share runs
+            run(*args, **kwargs)
+
+        return interrupted
+
+    monkeypatch.setattr(_fast, "_run_blocks", interrupting(_fast._run_blocks))
+    monkeypatch.setattr(_fast, "_run_kernel", interrupting(_fast._run_kernel))
     with pytest.raises(KeyboardInterrupt):
         opt.step()
     assert sent
