@@ -576,7 +576,7 @@ class _Archive:
             raise _RefusedError("no zip end record right before the digest: not a Lucid file")
         infos = zf.infolist()
         _check_members(infos, size)
-        if not infos or infos[0].orig_filename != _HEADER:
+        if not infos or infos[0].filename != _HEADER:
             raise _RefusedError(f"the first member must be {_HEADER!r}")
         with zf.open(infos[0]) as stream:
             self.header = _parse_header(stream.read())
@@ -590,8 +590,8 @@ class _Archive:
                     f"arrays: the header claims {self.count} arrays, the archive holds {len(self._members)}"
                 )
             for i, info in enumerate(self._members):
-                if info.orig_filename != _member(i):
-                    raise _RefusedError(f"member {i + 1} is {_brief(info.orig_filename)}, expected {_member(i)!r}")
+                if info.filename != _member(i):
+                    raise _RefusedError(f"member {i + 1} is {_brief(info.filename)}, expected {_member(i)!r}")
         else:
             self._layout = self._checked_layout(self.header["members"], self.header["arrays"])
             self._shapes = self.header["arrays"]["shape"]
@@ -629,8 +629,8 @@ class _Archive:
         sizes = []  # element count per member
         for k, (member, info) in enumerate(zip(members, self._members)):
             name, field = _packed(k), f"members[{k}]"
-            if info.orig_filename != name:
-                raise _RefusedError(f"member {k + 1} is {_brief(info.orig_filename)}, expected {name!r}")
+            if info.filename != name:
+                raise _RefusedError(f"member {k + 1} is {_brief(info.filename)}, expected {name!r}")
             if set(_object(member, field)) != _MEMBER_KEYS:
                 raise _RefusedError(
                     f"{field}: must have exactly the keys 'dtype' and 'elements', found {_names(member)}"
@@ -767,7 +767,7 @@ def _check_members(infos: list[zipfile.ZipInfo], size: int) -> None:
     """
     floor, limit = 0, size - _DIGEST_LENGTH - _END_RECORD
     for info in infos:
-        name = info.orig_filename
+        name = info.filename
         if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
             raise _RefusedError(f"member {_brief(name)} is compressed")
         if info.flag_bits & ~_FLAGS:
