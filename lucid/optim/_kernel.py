@@ -60,6 +60,9 @@ class Accelerator:
         return f"{self.name} ({self.reason})"
 
 
+#: Stand-ins for the buffers a group's flags leave unused, one per dtype, never written.
+_EMPTY = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+
 _numba: Accelerator | None = None
 _numba_lock = threading.Lock()
 
@@ -174,9 +177,11 @@ def _self_check(kernel: Callable[..., None]) -> str:
 def run_kernel(kernel: Callable[..., None], p: Any, grad: Any, sq: Any, ga: Any, buf: Any, h: Any) -> None:
     """Call the kernel on 1-D contiguous arrays with a group's :class:`lucid.optim._fast._Hyper`.
 
-    ``ga`` and ``buf`` may be None when their flag is off (an empty array stands in).
+    ``ga`` and ``buf`` may be None when their flag is off (an empty array of its
+    own stands in: a slice of ``p`` would share its address, and the compiled
+    loop's run-time aliasing check would then fall back to scalar code).
     """
-    empty = p[:0]
+    empty = _EMPTY[p.dtype]
     kernel(
         p,
         grad,
