@@ -5,11 +5,9 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -21,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from archives import DIGEST, layouts, pickled_objects, reseal, saved_state
 from support import same
 
 from conformance import statedict
@@ -53,12 +52,7 @@ def _trained(config: Any, dtype: Any, seed: int = 0, steps: int = 3) -> tuple[li
 @pytest.fixture
 def saved(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     """A small saved state_dict with every state key (centered, momentum) and its in-memory original."""
-    p = Parameter(np.arange(3.0))
-    opt = RMSprop([p], momentum=0.9, centered=True)
-    p.grad = np.ones(3)
-    opt.step()
-    path = tmp_path / "opt.npz"
-    serialization.save_state_dict(opt.state_dict(), path)
+    path, opt = saved_state(tmp_path)
     return path, opt.state_dict()
 
 
@@ -187,18 +181,7 @@ def test_every_flipped_byte_is_refused(saved, tally) -> None:
 
 def test_refused_files_never_unpickle(saved, tmp_path, tally, monkeypatch) -> None:
     """Object arrays are refused, in a plain np.savez file and in a crafted file whose digest is right."""
-    executed = []
-
-    class Payload:
-        def __reduce__(self):
-            return (executed.append, ("code from the file ran",))
-
-    def no_unpickling(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("pickle was called")
-
-    monkeypatch.setattr(pickle, "load", no_unpickling)
-    monkeypatch.setattr(pickle, "loads", no_unpickling)
-    objects = np.array([Payload(), None], dtype=object)
+    objects, executed = pickled_objects(monkeypatch)
 
     plain = tmp_path / "savez.npz"
     with open(plain, "wb") as f:
@@ -216,10 +199,9 @@ def test_refused_files_never_unpickle(saved, tmp_path, tally, monkeypatch) -> No
     with zipfile.ZipFile(crafted, "w") as zf:
         zf.writestr("header.json", json.dumps(header))
         zf.writestr("packed/0.npy", member.getvalue())
-        zf.comment = b"0" * 64
+        zf.comment = b"0" * DIGEST
     hostile = tmp_path / "crafted.npz"
-    body = crafted.getvalue()[:-64]  # re-seal: anyone can (the digest detects damage, not tampering)
-    hostile.write_bytes(body + hashlib.sha256(body).hexdigest().encode("ascii"))
+    hostile.write_bytes(reseal(crafted.getvalue()))  # re-sealed: anyone can (the digest detects damage, not tampering)
     with tally.case():
         with pytest.raises(ValueError, match="holds Python objects") as info:
             serialization.load_state_dict(hostile)
@@ -405,23 +387,13 @@ def test_a_replaced_file_keeps_its_mode(saved) -> None:
 # ------------------------------------------------------ layouts and readers
 def test_every_layout_round_trips_and_numpy_reads_the_file(tmp_path) -> None:
     """Fortran-ordered, strided, big-endian, 0-d and empty arrays come back bit for bit; np.load reads them too."""
-    base = np.arange(24.0).reshape(4, 6)
     arrays = [
-        np.asfortranarray(base),
-        base[:, ::2],
-        base.astype(">f8"),
-        np.array(3 + 4j, dtype=np.complex64),
-        np.zeros((0, 3), np.float32),
-        np.array([True, False]),
+        *layouts(),
         np.arange(5, dtype=np.uint16)[::-1],
         np.arange(6 << 18, dtype=np.float64).reshape(2, -1)[:, ::3],  # streamed: rows of 2 MiB, each strided
         np.arange(1 << 18, dtype=np.float32).reshape(64, 64, 64)[::-1, ::2],  # streamed in blocks of rows
     ]
-    state = {
-        "state": {i: {"step": 1.0, "square_avg": a} for i, a in enumerate(arrays)},
-        "param_groups": [{"params": list(range(len(arrays)))}],
-    }
-    serialization.save_state_dict(state, tmp_path / "opt.npz")
+    serialization.save_state_dict(_state_of(arrays), tmp_path / "opt.npz")
     loaded = serialization.load_state_dict(tmp_path / "opt.npz")
     for i, a in enumerate(arrays):
         assert same(loaded["state"][i]["square_avg"], np.array(a))

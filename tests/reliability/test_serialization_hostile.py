@@ -1,7 +1,7 @@
 """lucid.serialization against crafted files whose digest is right: every one is a bounded ValueError.
 
 The SHA-256 trailer detects damage, not tampering: anyone can re-seal a file
-(:func:`_reseal` does here).  So a re-sealed file with a hostile header, layout
+(:func:`archives.reseal` does here).  So a re-sealed file with a hostile header, layout
 or zip directory must still be refused with a ``ValueError`` that names the
 file and the field, before anything large is allocated or any array is read,
 and with a message of bounded length.  These are version 2 files (arrays packed
@@ -13,11 +13,8 @@ version 1 files.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import struct
-import tracemalloc
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,21 +22,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+from archives import (
+    DIGEST,
+    every_resealed_byte_change,
+    npy_header,
+    opened_members,
+    patch_central_size,
+    refusal,
+    reseal,
+    saved_state,
+    traced_peak,
+)
 from support import same
 
 from lucid import serialization
-from lucid.nn import Parameter
-from lucid.optim import RMSprop
-
-_DIGEST = 64
-#: How long a refusal's message may be beyond the file's name.
-_MESSAGE_BOUND = 400
-
-
-def _reseal(data: bytes) -> bytes:
-    """Replace the last 64 bytes (the zip comment) by the hex SHA-256 of everything before them."""
-    body = data[:-_DIGEST]
-    return body + hashlib.sha256(body).hexdigest().encode("ascii")
 
 
 def _build(members: list[tuple[str, bytes]]) -> bytes:
@@ -48,8 +44,8 @@ def _build(members: list[tuple[str, bytes]]) -> bytes:
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, data in members:
             zf.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
-        zf.comment = b"0" * _DIGEST
-    return _reseal(buffer.getvalue())
+        zf.comment = b"0" * DIGEST
+    return reseal(buffer.getvalue())
 
 
 def _members(path: Path) -> list[tuple[str, bytes]]:
@@ -57,25 +53,10 @@ def _members(path: Path) -> list[tuple[str, bytes]]:
         return [(name, zf.read(name)) for name in zf.namelist()]
 
 
-def _refusal(path: Path, load: Callable[[Path], Any] = serialization.load_state_dict) -> str:
-    """Load ``path``; return the ValueError's message after checking it names the file and is bounded."""
-    with pytest.raises(ValueError) as info:
-        load(path)
-    message = str(info.value)
-    assert str(path) in message
-    assert len(message) <= len(repr(str(path))) + _MESSAGE_BOUND, message[:1000]
-    return message
-
-
 @pytest.fixture
 def state_file(tmp_path: Path) -> Path:
     """A saved state_dict with a scalar and three arrays (centered, momentum)."""
-    p = Parameter(np.arange(3.0))
-    opt = RMSprop([p], momentum=0.9, centered=True)
-    p.grad = np.ones(3)
-    opt.step()
-    path = tmp_path / "opt.npz"
-    serialization.save_state_dict(opt.state_dict(), path)
+    path, _ = saved_state(tmp_path)
     return path
 
 
@@ -101,25 +82,6 @@ def _header(path: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------- claimed counts and sizes
-def _opened_members(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the name of every member zipfile opens from now on."""
-    opened: list[str] = []
-    original = zipfile.ZipFile.open
-
-    def spy(self: zipfile.ZipFile, name: Any, *args: Any, **kwargs: Any) -> Any:
-        opened.append(name.filename if isinstance(name, zipfile.ZipInfo) else name)
-        return original(self, name, *args, **kwargs)
-
-    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
-    return opened
-
-
-def _npy_header(shape: tuple[int, ...]) -> bytes:
-    npy = io.BytesIO()
-    np.lib.format.write_array_header_1_0(npy, {"descr": "<f8", "fortran_order": False, "shape": shape})
-    return npy.getvalue()
-
-
 def _claiming(h: dict[str, Any], elements: int, last: int) -> dict[str, Any]:
     """``h`` with member 0 claiming ``elements`` and the last array ``last`` of them."""
     shapes = [*h["arrays"]["shape"][:-1], [last]]
@@ -128,9 +90,9 @@ def _claiming(h: dict[str, Any], elements: int, last: int) -> dict[str, Any]:
 
 CLAIMS: list[tuple[str, Callable[[dict[str, Any]], Any], bytes | None, str]] = [
     ("header-claims-elements", lambda h: _claiming(h, 10**12, 10**12 - 6), None, "shape (9,), expected (1000000000000,)"),
-    ("npy-claims-elements", lambda h: h, _npy_header((10**12,)) + bytes(72), "packed/0.npy: shape (1000000000000,), expected (9,)"),
-    ("both-claim-elements", lambda h: _claiming(h, 10**12, 10**12 - 6), _npy_header((10**12,)) + bytes(72), "packed/0.npy: 72 data bytes for 1000000000000 elements"),
-    ("npy-claims-a-matrix", lambda h: h, _npy_header((10**6, 10**6)) + bytes(24), "packed/0.npy: shape (1000000, 1000000)"),
+    ("npy-claims-elements", lambda h: h, npy_header((10**12,)) + bytes(72), "packed/0.npy: shape (1000000000000,), expected (9,)"),
+    ("both-claim-elements", lambda h: _claiming(h, 10**12, 10**12 - 6), npy_header((10**12,)) + bytes(72), "packed/0.npy: 72 data bytes for 1000000000000 elements"),
+    ("npy-claims-a-matrix", lambda h: h, npy_header((10**6, 10**6)) + bytes(24), "packed/0.npy: shape (1000000, 1000000)"),
     ("array-claims-elements", lambda h: {**h, "arrays": {**h["arrays"], "shape": [[3], [3], [10**7, 10**7]]}}, None, "arrays['shape'][2]: 100000000000000 elements from offset 6 overrun the 9"),
     ("header-claims-members", lambda h: {**h, "members": h["members"] * 1000}, None, "members: the header lists 1000 members, the archive holds 1"),
 ]  # fmt: skip
@@ -153,49 +115,26 @@ def test_claimed_counts_and_sizes_are_checked_before_anything_is_allocated(
         members = [(name, member if name == "packed/0.npy" else data) for name, data in members]
     crafted = state_file.with_name("claims.npz")
     crafted.write_bytes(_build([("header.json", json.dumps(mutate(_header(state_file))).encode()), *members[1:]]))
-    opened = _opened_members(monkeypatch)
+    opened = opened_members(monkeypatch)
     with tally.case():
-        tracemalloc.start()
-        try:
-            message = _refusal(crafted)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        message, peak = traced_peak(lambda: refusal(crafted))
         assert needle in message, message
         assert opened in (["header.json"], ["header.json", "packed/0.npy"]) and peak < 1 << 20, (opened, peak)
-
-
-def _patch_central_size(archive: bytes, member: str, size: int) -> bytes:
-    """Set ``member``'s sizes in the zip's central directory to ``size`` (the local header is left alone)."""
-    data = bytearray(archive)
-    at = 0
-    while True:
-        at = data.index(b"PK\x01\x02", at)
-        (name_length,) = struct.unpack_from("<H", data, at + 28)
-        if data[at + 46 : at + 46 + name_length] == member.encode():
-            struct.pack_into("<LL", data, at + 20, size, size)
-            return _reseal(bytes(data))
-        at += 4
 
 
 def test_a_claimed_member_size_beyond_the_file_is_refused_before_allocating(state_file, tally, monkeypatch) -> None:
     """A member whose .npy header, header and zip directory agree on 4 GB, in a file of 1 kB."""
     n = 499_999_000
-    npy = _npy_header((n,))
+    npy = npy_header((n,))
     members = [
         (name, npy + np.zeros(3).tobytes() if name == "packed/0.npy" else data) for name, data in _members(state_file)
     ]
     members[0] = ("header.json", json.dumps(_claiming(_header(state_file), n, n - 6)).encode())
     crafted = state_file.with_name("size.npz")
-    crafted.write_bytes(_patch_central_size(_build(members), "packed/0.npy", len(npy) + 8 * n))
-    opened = _opened_members(monkeypatch)
+    crafted.write_bytes(patch_central_size(_build(members), "packed/0.npy", len(npy) + 8 * n))
+    opened = opened_members(monkeypatch)
     with tally.case():
-        tracemalloc.start()
-        try:
-            message = _refusal(crafted)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        message, peak = traced_peak(lambda: refusal(crafted))
         assert "'packed/0.npy' claims 3999992128 bytes, beyond the end" in message and peak < 1 << 20, (message, peak)
         assert opened == []  # refused from the zip directory alone
 
@@ -332,7 +271,7 @@ def test_a_crafted_state_header_is_a_value_error_naming_the_file_and_the_field(
     text = changed if isinstance(changed, (str, bytes)) else json.dumps(changed)
     crafted = _with_header(state_file, text)
     with tally.case():
-        message = _refusal(crafted)
+        message = refusal(crafted)
         assert needle in message, message
 
 
@@ -355,25 +294,15 @@ def test_a_crafted_parameter_header_is_a_value_error_naming_the_file_and_the_fie
 ) -> None:
     crafted = _with_header(parameter_file, json.dumps(mutate(_header(parameter_file))))
     with tally.case():
-        message = _refusal(crafted, serialization.load_parameters)
+        message = refusal(crafted, serialization.load_parameters)
         assert needle in message, message
 
 
 def test_every_resealed_byte_change_loads_or_is_a_value_error(state_file, tally) -> None:
     """Change each byte three ways and re-seal: the file loads, or is refused with a ValueError naming it."""
     data = state_file.read_bytes()
-    crafted = state_file.with_name("flipped.npz")
-    for i in range(len(data) - _DIGEST):
-        for mask in (0x01, 0x80, 0xFF):
-            damaged = bytearray(data)
-            damaged[i] ^= mask
-            crafted.write_bytes(_reseal(bytes(damaged)))
-            with tally.case():
-                try:
-                    serialization.load_state_dict(crafted)
-                except ValueError as err:
-                    assert str(crafted) in str(err) and len(str(err)) <= len(repr(str(crafted))) + _MESSAGE_BOUND
-    assert tally.handled == tally.tried == 3 * (len(data) - _DIGEST)
+    every_resealed_byte_change(data, state_file.with_name("flipped.npz"), tally)
+    assert tally.handled == tally.tried == 3 * (len(data) - DIGEST)
 
 
 def test_a_file_written_by_zipfile_loads_the_same(state_file) -> None:

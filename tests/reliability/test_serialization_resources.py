@@ -7,14 +7,13 @@ tests check what makes them so, deterministically.
 
 from __future__ import annotations
 
-import tracemalloc
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from archives import opened_members, traced_peak
 from support import same
 
 from lucid import serialization
@@ -29,16 +28,6 @@ SMALL_ARRAYS = 20_000
 
 def _state(buffer: np.ndarray) -> dict[str, Any]:
     return {"state": {0: {"step": 1.0, "square_avg": buffer}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
-
-
-def _peak(action: Callable[[], Any]) -> tuple[Any, int]:
-    """Run ``action`` under tracemalloc; return its result and the peak traced bytes."""
-    tracemalloc.start()
-    try:
-        result = action()
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 @pytest.mark.parametrize(
@@ -56,8 +45,8 @@ def test_saving_and_loading_need_little_memory_beyond_the_state(layout, tmp_path
     }[layout]
     assert buffer.nbytes == STATE_BYTES
     path = tmp_path / "big.npz"
-    _, saving = _peak(lambda: serialization.save_state_dict(_state(buffer), path))
-    loaded, loading = _peak(lambda: serialization.load_state_dict(path))
+    _, saving = traced_peak(lambda: serialization.save_state_dict(_state(buffer), path))
+    loaded, loading = traced_peak(lambda: serialization.load_state_dict(path))
     assert same(loaded["state"][0]["square_avg"], np.array(buffer, order="K"))
     assert saving < OVERHEAD * STATE_BYTES, f"saving peaked at {saving / MiB:.1f} MiB"
     assert loading < (1 + OVERHEAD) * STATE_BYTES, f"loading peaked at {loading / MiB:.1f} MiB"
@@ -84,14 +73,7 @@ def test_small_arrays_cost_no_zip_member_each(tmp_path: Path, monkeypatch) -> No
         header_bytes = zf.getinfo("header.json").file_size
     data_bytes = sum(entry["square_avg"].nbytes for entry in state["state"].values())
     assert path.stat().st_size - header_bytes - data_bytes < 4096  # the zip and .npy headers: nothing per array
-    opened: list[str] = []
-    original = zipfile.ZipFile.open
-
-    def spy(self: zipfile.ZipFile, name: Any, *args: Any, **kwargs: Any) -> Any:
-        opened.append(name.filename if isinstance(name, zipfile.ZipInfo) else name)
-        return original(self, name, *args, **kwargs)
-
-    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
+    opened = opened_members(monkeypatch)
     loaded = serialization.load_state_dict(path)
     assert same(loaded, state)
     assert sorted(opened) == ["header.json", *sorted(["packed/0.npy", "packed/1.npy", "packed/2.npy"] * 2)]

@@ -12,19 +12,27 @@ NumPy reads them.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import pickle
-import struct
-import tracemalloc
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from archives import (
+    DIGEST,
+    every_resealed_byte_change,
+    layouts,
+    npy_header,
+    opened_members,
+    patch_central_size,
+    pickled_objects,
+    refusal,
+    reseal,
+    stepped,
+    traced_peak,
+)
 from support import same
 
 from lucid import serialization
@@ -32,8 +40,6 @@ from lucid.nn import Parameter
 from lucid.optim import RMSprop
 
 _DATE = (1980, 1, 1, 0, 0, 0)
-_DIGEST = 64
-_MESSAGE_BOUND = 400
 STATE = "lucid.optimizer_state_dict"
 
 
@@ -53,20 +59,9 @@ class _Unseekable(io.RawIOBase):
         return self._target.tell()
 
 
-def _reseal(data: bytes) -> bytes:
-    body = data[:-_DIGEST]
-    return body + hashlib.sha256(body).hexdigest().encode("ascii")
-
-
 def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
     buffer = io.BytesIO()
     np.lib.format.write_array(buffer, array, allow_pickle=allow_pickle)
-    return buffer.getvalue()
-
-
-def _npy_header(shape: tuple[int, ...]) -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": shape})
     return buffer.getvalue()
 
 
@@ -85,8 +80,8 @@ def version_1(header: dict[str, Any], members: list[bytes], *, descriptors: bool
             info = zipfile.ZipInfo(name, _DATE)
             info.external_attr = (0o644 << 16) if descriptors else 0
             zf.writestr(info, data)
-        zf.comment = b"0" * _DIGEST
-    return _reseal(buffer.getvalue())
+        zf.comment = b"0" * DIGEST
+    return reseal(buffer.getvalue())
 
 
 def state_header(state_dict: dict[str, Any]) -> tuple[dict[str, Any], list[np.ndarray]]:
@@ -113,37 +108,18 @@ def _state(arrays: list[np.ndarray]) -> dict[str, Any]:
     }
 
 
-def _refusal(path: Path, load: Callable[[Path], Any] = serialization.load_state_dict) -> str:
-    with pytest.raises(ValueError) as info:
-        load(path)
-    message = str(info.value)
-    assert str(path) in message
-    assert len(message) <= len(repr(str(path))) + _MESSAGE_BOUND, message[:1000]
-    return message
-
-
 @pytest.fixture
 def trained() -> dict[str, Any]:
     """An RMSprop state_dict with every state key (centered, momentum): a scalar and three arrays."""
-    p = Parameter(np.arange(3.0))
-    opt = RMSprop([p], momentum=0.9, centered=True)
-    p.grad = np.ones(3)
-    opt.step()
-    return opt.state_dict()
+    return stepped().state_dict()
 
 
 # ------------------------------------------------------------------ loading
 @pytest.mark.parametrize("descriptors", [False, True], ids=["seeking", "data-descriptors"])
 def test_a_version_1_state_file_loads_bit_for_bit_in_every_layout(descriptors, tmp_path) -> None:
     """Fortran-ordered, strided, big-endian, 0-d, empty, bool arrays; the Fortran one stays Fortran-ordered."""
-    base = np.arange(24.0).reshape(4, 6)
     arrays = [
-        np.asfortranarray(base),
-        base[:, ::2],
-        base.astype(">f8"),
-        np.array(3 + 4j, dtype=np.complex64),
-        np.zeros((0, 3), np.float32),
-        np.array([True, False]),
+        *layouts(),
         np.arange(6 << 18, dtype=np.float64).reshape(2, -1),  # 6 MiB: read 1 MiB at a time
     ]
     state = _state(arrays)
@@ -178,19 +154,6 @@ def test_a_version_1_parameter_file_loads_into_a_module(tmp_path) -> None:
 
 
 # ----------------------------------------------------------- crafted files
-def _opened_members(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the name of every member zipfile opens from now on."""
-    opened: list[str] = []
-    original = zipfile.ZipFile.open
-
-    def spy(self: zipfile.ZipFile, name: Any, *args: Any, **kwargs: Any) -> Any:
-        opened.append(name.filename if isinstance(name, zipfile.ZipInfo) else name)
-        return original(self, name, *args, **kwargs)
-
-    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
-    return opened
-
-
 @pytest.mark.parametrize("claimed", [4, 10**7], ids=["one-more", "ten-million"])
 def test_a_claimed_array_count_is_checked_against_the_members_before_anything_is_allocated(
     claimed, tmp_path, tally, monkeypatch
@@ -207,55 +170,32 @@ def test_a_claimed_array_count_is_checked_against_the_members_before_anything_is
             "header.json",
             json.dumps({"format": STATE, "version": 1, "param_groups": [], "state": [], "arrays": claimed}),
         )
-        zf.comment = b"0" * _DIGEST
-    crafted.write_bytes(_reseal(buffer.getvalue()))
-    opened = _opened_members(monkeypatch)
+        zf.comment = b"0" * DIGEST
+    crafted.write_bytes(reseal(buffer.getvalue()))
+    opened = opened_members(monkeypatch)
     with tally.case():
-        tracemalloc.start()
-        try:
-            message = _refusal(crafted)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        message, peak = traced_peak(lambda: refusal(crafted))
         assert "arrays" in message and str(claimed) in message, message
         assert opened == ["header.json"] and peak < 1 << 20, (opened, peak)
-
-
-def _patch_central_size(archive: bytes, member: str, size: int) -> bytes:
-    """Set ``member``'s sizes in the zip's central directory to ``size`` (the local header is left alone)."""
-    data = bytearray(archive)
-    at = 0
-    while True:
-        at = data.index(b"PK\x01\x02", at)
-        (name_length,) = struct.unpack_from("<H", data, at + 28)
-        if data[at + 46 : at + 46 + name_length] == member.encode():
-            struct.pack_into("<LL", data, at + 20, size, size)
-            return _reseal(bytes(data))
-        at += 4
 
 
 def test_a_claimed_member_size_beyond_the_file_is_refused_before_allocating(trained, tmp_path, tally) -> None:
     """A member whose .npy header and zip directory agree on 4 GB, in a file of 1 kB."""
     header, arrays = state_header(trained)
     n = 499_999_000
-    npy = _npy_header((n,))
+    npy = npy_header((n,))
     members = [npy + np.zeros(3).tobytes()] + [_npy(a) for a in arrays[1:]]
     crafted = tmp_path / "size.npz"
-    crafted.write_bytes(_patch_central_size(version_1(header, members), "arrays/0.npy", len(npy) + 8 * n))
+    crafted.write_bytes(patch_central_size(version_1(header, members), "arrays/0.npy", len(npy) + 8 * n))
     with tally.case():
-        tracemalloc.start()
-        try:
-            message = _refusal(crafted)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        message, peak = traced_peak(lambda: refusal(crafted))
         assert "arrays/0.npy" in message and "beyond the end" in message and peak < 16 << 20, (message, peak)
 
 
 @pytest.mark.parametrize(
     ("member", "needle"),
     [
-        (lambda: _npy_header((100000, 100000)).replace(b"(100000, 100000)", b"(10**6, 10**6)  "), "malformed .npy header"),
+        (lambda: npy_header((100000, 100000)).replace(b"(100000, 100000)", b"(10**6, 10**6)  "), "malformed .npy header"),
         (lambda: _npy(np.zeros(3)).replace(b"(3,)", b"(9,)"), "data bytes for shape (9,)"),
         (lambda: b"\x93NUMPY\x03\x00" + bytes(40), "not a .npy file of version 1.0 or 2.0"),
         (lambda: b"\x93NUMPY\x01\x00\xff\xff" + bytes(40), "a .npy header of 65535 bytes"),
@@ -268,28 +208,18 @@ def test_a_crafted_npy_member_is_refused(member, needle, trained, tmp_path, tall
     crafted = tmp_path / "npy.npz"
     crafted.write_bytes(version_1(header, [_npy(arrays[0]), member(), _npy(arrays[2])]))
     with tally.case():
-        message = _refusal(crafted)
+        message = refusal(crafted)
         assert "arrays/1.npy" in message and needle in message, message
 
 
 def test_object_arrays_are_refused_without_unpickling(trained, tmp_path, tally, monkeypatch) -> None:
-    executed = []
-
-    class Payload:
-        def __reduce__(self):
-            return (executed.append, ("code from the file ran",))
-
-    def no_unpickling(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("pickle was called")
-
-    monkeypatch.setattr(pickle, "load", no_unpickling)
-    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    payload, executed = pickled_objects(monkeypatch)
     header, arrays = state_header(trained)
-    objects = _npy(np.array([Payload(), None], dtype=object), allow_pickle=True)
+    objects = _npy(payload, allow_pickle=True)
     crafted = tmp_path / "objects.npz"
     crafted.write_bytes(version_1(header, [objects] * len(arrays)))
     with tally.case():
-        assert "holds Python objects" in _refusal(crafted)
+        assert "holds Python objects" in refusal(crafted)
     assert not executed
 
 
@@ -317,11 +247,11 @@ def test_a_crafted_version_1_header_is_a_value_error_naming_the_field(mutate, ne
         zf.writestr(members[0][0], json.dumps(changed))
         for info, raw in members[1:]:
             zf.writestr(info, raw)
-        zf.comment = b"0" * _DIGEST
+        zf.comment = b"0" * DIGEST
     crafted = tmp_path / "header.npz"
-    crafted.write_bytes(_reseal(buffer.getvalue()))
+    crafted.write_bytes(reseal(buffer.getvalue()))
     with tally.case():
-        message = _refusal(crafted)
+        message = refusal(crafted)
         assert needle in message, message
 
 
@@ -329,24 +259,14 @@ def test_a_misnamed_member_is_refused(trained, tmp_path, tally) -> None:
     header, arrays = state_header(trained)
     data = version_1(header, [_npy(a) for a in arrays]).replace(b"arrays/2.npy", b"arrays/9.npy")
     crafted = tmp_path / "names.npz"
-    crafted.write_bytes(_reseal(data))
+    crafted.write_bytes(reseal(data))
     with tally.case():
-        assert "member 3 is 'arrays/9.npy', expected 'arrays/2.npy'" in _refusal(crafted)
+        assert "member 3 is 'arrays/9.npy', expected 'arrays/2.npy'" in refusal(crafted)
 
 
 def test_every_resealed_byte_change_loads_or_is_a_value_error(trained, tmp_path, tally) -> None:
     """Change each byte of a version 1 file three ways and re-seal: it loads, or is refused naming the file."""
     header, arrays = state_header(trained)
     data = version_1(header, [_npy(a) for a in arrays], descriptors=True)
-    crafted = tmp_path / "flipped.npz"
-    for i in range(len(data) - _DIGEST):
-        for mask in (0x01, 0x80, 0xFF):
-            damaged = bytearray(data)
-            damaged[i] ^= mask
-            crafted.write_bytes(_reseal(bytes(damaged)))
-            with tally.case():
-                try:
-                    serialization.load_state_dict(crafted)
-                except ValueError as err:
-                    assert str(crafted) in str(err) and len(str(err)) <= len(repr(str(crafted))) + _MESSAGE_BOUND
-    assert tally.handled == tally.tried == 3 * (len(data) - _DIGEST)
+    every_resealed_byte_change(data, tmp_path / "flipped.npz", tally)
+    assert tally.handled == tally.tried == 3 * (len(data) - DIGEST)
