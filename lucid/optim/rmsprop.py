@@ -54,6 +54,16 @@ def _as_real_number(key: str, value: Any) -> float:
         raise ValueError(f"Invalid {key} value: {_describe(value)} (must be finite)") from None
 
 
+def _lacks_buffers(state: Mapping[str, Any] | None, group: ParamGroup) -> bool:
+    """Whether ``state`` is empty or lacks a buffer ``group``'s flags use (:meth:`RMSprop._new_entry` adds them)."""
+    return (
+        not state
+        or "square_avg" not in state
+        or (group["momentum"] > 0 and "momentum_buffer" not in state)
+        or (group["centered"] and "grad_avg" not in state)
+    )
+
+
 class RMSprop(Optimizer):
     r"""RMSprop, computing exactly what ``torch.optim.RMSprop`` computes.
 
@@ -335,8 +345,7 @@ class RMSprop(Optimizer):
         state only when it commits.
         """
         state = self.state.get(param)
-        needs = ["square_avg"] + ["momentum_buffer"] * (group["momentum"] > 0) + ["grad_avg"] * bool(group["centered"])
-        if not state or any(name not in state for name in needs):
+        if _lacks_buffers(state, group):
             state = self.state[param] = self._new_entry(param, state, group)
         return state
 
@@ -416,7 +425,6 @@ class RMSprop(Optimizer):
         work = []
         created = []
         for gi, (group, hyper) in enumerate(zip(self.param_groups, hypers)):
-            momentum, centered = hyper["momentum"] > 0, hyper["centered"]
             for pi, param in enumerate(group["params"]):
                 if param.grad is None:
                     continue
@@ -425,7 +433,7 @@ class RMSprop(Optimizer):
                 if grad is None:
                     grad = self._checked_grad(param, f"param_groups[{gi}]['params'][{pi}]")
                 entry = state
-                if not state or (momentum and "momentum_buffer" not in state) or (centered and "grad_avg" not in state):
+                if _lacks_buffers(state, hyper):
                     entry = self._new_entry(param, state, hyper)
                     created.append((param, entry))
                 work.append((gi, hyper, param, grad, entry))
