@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from conformance.candidates import DEFAULT_CANDIDATE, load_candidate
 from conformance.checks import CheckOutcome, run_checks
 from conformance.matrix import Case, select_cases
-from conformance.scenario import GroupSpec, ParamSpec, Scenario
+from conformance.probes import probe_scenarios
+from conformance.scenario import Scenario
 
 __all__ = [
     "DEFAULT_CANDIDATE",
@@ -39,51 +40,6 @@ def replay_command(scenario: Scenario, optimizer: str | None = None) -> str:
     """Return the shell command that runs exactly ``scenario`` again (against ``optimizer`` if given)."""
     extra = "" if optimizer in (None, DEFAULT_CANDIDATE) else f" --optimizer {shlex.quote(optimizer)}"
     return f"python -m conformance check --replay {scenario.to_id()}{extra}"
-
-
-def probe_scenarios(case: Case, seed: int = 0) -> list[Scenario]:
-    """Return the fixed battery of one case: a lockstep + state_dict probe, a free run and a sign probe."""
-    groups = (
-        GroupSpec(lr=1e-2, alpha=0.9, eps=1e-8, momentum=0.9, weight_decay=1e-2),
-        GroupSpec(lr=3e-3, alpha=0.75, eps=1e-6, momentum=0.5, weight_decay=1e-3),
-    )
-    lockstep = Scenario(
-        case=case.id,
-        groups=groups,
-        params=(
-            ParamSpec(shape=(37,), group=0, kind="normal", scale=1.0),
-            ParamSpec(shape=(5, 7), group=1, kind="normal", scale=1e-6, layout="transposed"),
-            ParamSpec(shape=(), group=0, kind="constant", scale=1.0, none_every=3),
-            ParamSpec(shape=(4, 9), group=1, kind="wide", scale=1.0, layout="strided", nonfinite="nan"),
-        ),
-        steps=12,
-        seed=seed,
-        lr_change=(6, 0.5),
-        label="probe",
-    )
-    freerun = Scenario(
-        case=case.id,
-        groups=groups,
-        params=(
-            ParamSpec(shape=(33,), group=0, kind="normal", scale=1.0),
-            ParamSpec(shape=(3, 5), group=1, kind="signflip", scale=1e-3),
-        ),
-        steps=120,
-        seed=seed + 1,
-        lr_change=(60, 0.3),
-        checks=("freerun",),
-        label="free run",
-    )
-    sign = Scenario(
-        case=case.id,
-        groups=(GroupSpec(lr=1e-3, alpha=0.9, eps=1e-8, momentum=0.9, weight_decay=1e-3),),
-        params=(ParamSpec(shape=(2048,), kind="wide"), ParamSpec(shape=(2048,), kind="normal")),
-        steps=8,
-        seed=seed + 2,
-        checks=("sign",),
-        label="sign probe",
-    )
-    return [lockstep, freerun, sign]
 
 
 @dataclass

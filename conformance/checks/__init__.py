@@ -1,0 +1,76 @@
+"""The checks a candidate optimizer must pass on one scenario, each with its name.
+
+Check families (a :class:`~conformance.scenario.Scenario` lists the ones it runs):
+
+``lockstep``
+    Re-sync the candidate to torch before every step and compare one step at a
+    time (bound :data:`~conformance.compare.LOCKSTEP_BOUND`, derived in
+    :mod:`conformance.compare`).  Gives three checks: ``lockstep`` (every
+    quantity within the bound), ``nonfinite`` (NaN/+Inf/-Inf at the same
+    positions) and ``dtype`` (parameter and buffers keep torch's dtype).
+``freerun``
+    Run both sides through the whole stream without re-syncing; the
+    trajectories must stay within :data:`~conformance.freerun.FREE_RUN_BOUND`
+    of the accumulated scale (derived in :mod:`conformance.freerun`).
+``sign``
+    The sign test against the float64 oracle (:func:`sign_statistic`), which
+    catches a systematic one-ULP bias that no max-ULP bound can see.
+``state_dict``
+    ``state_dict`` (layout, keys, ``step`` and hyperparameters equal torch's
+    after the same steps), ``torch_to_lucid`` and ``lucid_to_torch`` (state
+    handed over mid-run through a file, restored exactly, and the next step
+    agrees without re-syncing), ``lucid_roundtrip`` (save, load into a fresh
+    optimizer through a pickle-free file, continue: bit-identical to an
+    uninterrupted run).
+"""
+
+from __future__ import annotations
+
+from conformance.checks import freerun, lockstep, sign, state_dict
+from conformance.checks.freerun import FREE_RUN_MIN_STEPS
+from conformance.checks.outcome import CheckOutcome, DeviceUnavailableError, require_device
+from conformance.checks.sign import SIGN_MIN_SAMPLES, SIGN_WARMUP, SIGN_Z, SignStatistic, sign_statistic
+from conformance.scenario import FAMILIES, Scenario
+
+__all__ = [
+    "CHECKS",
+    "FAMILIES",
+    "FREE_RUN_MIN_STEPS",
+    "SIGN_MIN_SAMPLES",
+    "SIGN_WARMUP",
+    "SIGN_Z",
+    "CheckOutcome",
+    "DeviceUnavailableError",
+    "SignStatistic",
+    "require_device",
+    "run_checks",
+    "sign_statistic",
+]
+
+#: Every check's name, family by family.
+CHECKS = tuple(name for names in FAMILIES.values() for name in names)
+
+#: The module that runs each family: ``run(scenario, optimizer_class) -> list[CheckOutcome]``.
+_FAMILY_RUNNERS = {"lockstep": lockstep.run, "freerun": freerun.run, "sign": sign.run, "state_dict": state_dict.run}
+
+
+def run_checks(scenario: Scenario, optimizer_class: type | None = None) -> list[CheckOutcome]:
+    """Run every check family ``scenario.checks`` names against ``optimizer_class`` (default Lucid's RMSprop).
+
+    Raises
+    ------
+    DeviceUnavailableError
+        If the scenario's case needs a device torch does not see.
+    """
+    unknown = [f for f in scenario.checks if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown check families {unknown}; expected some of {list(FAMILIES)}")
+    outcomes: list[CheckOutcome] = []
+    for family in scenario.checks:
+        try:
+            outcomes += _FAMILY_RUNNERS[family](scenario, optimizer_class)
+        except DeviceUnavailableError:
+            raise
+        except Exception as err:  # a candidate that raises fails the family's first check, with the error
+            outcomes.append(CheckOutcome(FAMILIES[family][0], False, f"the run raised {type(err).__name__}: {err}"))
+    return outcomes
