@@ -86,7 +86,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lucid.nn.module import Module
-from lucid.optim.optimizer import _describe, split_state_dict
+from lucid.optim.optimizer import PARAM_NAMES, _describe, split_state_dict
 from lucid.tensor import Tensor
 
 __all__ = ["load_parameters", "load_state_dict", "save_parameters", "save_state_dict"]
@@ -148,7 +148,8 @@ def save_state_dict(state_dict: Mapping[str, Any], path: PathLike) -> None:
         ``{"state": {index: {name: float or ndarray}}, "param_groups": [{...,
         "params": [index, ...]}]}``, as :meth:`lucid.optim.Optimizer.state_dict`
         returns it (or a torch state_dict converted to NumPy).  Group values
-        must be JSON scalars (bool, int, float, str or None); state values
+        must be JSON scalars (bool, int, float, str or None), but for
+        ``param_names`` (named parameters), a list of str; state values
         numbers or arrays; indices integers >= 0, each listed in one group at
         most.
     path : str or os.PathLike
@@ -181,6 +182,8 @@ def save_state_dict(state_dict: Mapping[str, Any], path: PathLike) -> None:
                     if i in listed:
                         raise ValueError(f"{where}['params'][{pi}]: index {i} is listed twice")
                     listed.add(i)
+            elif key == PARAM_NAMES:
+                packed[key] = _json_names(value, f"{where}[{key!r}]")
             else:
                 packed[_json_key(key, where)] = _json_scalar(value, f"{where}[{key!r}]")
         json_groups.append(packed)
@@ -341,6 +344,13 @@ def _json_scalar(value: Any, where: str) -> bool | int | float | str | None:
     raise TypeError(f"{where}: cannot be saved as JSON: {_describe(value)}")
 
 
+def _json_names(value: Any, where: str) -> list[str]:
+    """Return a group's ``param_names`` as a list of str, or raise ``TypeError``."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(name, str) for name in value):
+        raise TypeError(f"{where}: must be a list of str, got {_describe(value)}")
+    return list(value)
+
+
 def _checked_array(value: NDArray[Any], where: str) -> NDArray[Any]:
     if value.dtype.kind not in _ARRAY_KINDS:
         raise TypeError(f"{where}: dtype {value.dtype} cannot be saved (only numbers, never objects)")
@@ -472,6 +482,11 @@ def _checked_groups(groups: Any) -> list[dict[str, Any]]:
         where = f"param_groups[{gi}]"
         for key, value in _object(group, where).items():
             field = f"{where}[{_brief(key)}]"
+            if key == PARAM_NAMES:
+                for ni, name in enumerate(_list(value, field)):
+                    if not isinstance(name, str):
+                        raise _RefusedError(f"{field}[{ni}]: must be a string, found {_brief(name)}")
+                continue
             if key != "params":
                 _scalar(value, field)
                 continue

@@ -24,7 +24,15 @@ import numpy as np
 
 from lucid.tensor import Tensor
 
-__all__ = ["Optimizer", "ParamGroup", "StateDict", "interrupts_deferred", "split_state_dict"]
+__all__ = [
+    "PARAM_NAMES",
+    "Optimizer",
+    "ParamGroup",
+    "StateDict",
+    "hyperparameters",
+    "interrupts_deferred",
+    "split_state_dict",
+]
 
 ParamGroup = dict[str, Any]
 StateDict = dict[str, Any]
@@ -38,7 +46,16 @@ SUPPORTED_DTYPE_NAMES = "float32, float64, complex64 and complex128"
 
 #: Group keys that torch.optim writes and Lucid has no use for.  A state_dict
 #: converted from torch carries them; loading accepts and drops them.
-TORCH_ONLY_GROUP_KEYS = frozenset({"foreach", "capturable", "differentiable", "fused", "param_names"})
+TORCH_ONLY_GROUP_KEYS = frozenset({"foreach", "capturable", "differentiable", "fused"})
+
+#: The group key holding the parameters' names when they were given as ``(name, parameter)``
+#: pairs (``RMSprop(model.named_parameters())``), as in torch 2.x: a list of str beside ``params``.
+PARAM_NAMES = "param_names"
+
+
+def hyperparameters(group: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a param group's hyperparameters: every key but ``params`` and ``param_names``."""
+    return {k: v for k, v in group.items() if k != "params" and k != PARAM_NAMES}
 
 
 def _describe(value: Any) -> str:
@@ -47,6 +64,18 @@ def _describe(value: Any) -> str:
         return f"{type(value).__name__}(shape={value.shape}, dtype={value.dtype})"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _checked_names(names: Any, count: int, where: str) -> list[str]:
+    """Return ``names`` (a group's ``param_names``) as a new list of ``count`` strings, or raise."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise TypeError(f"{where}['param_names'] must be a list of str, got {_describe(names)}")
+    if len(names) != count:
+        raise ValueError(f"{where}['param_names'] has {len(names)} names for {count} parameters")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise TypeError(f"{where}['param_names'][{i}] must be a str, got {_describe(name)}")
+    return list(names)
 
 
 def split_state_dict(state_dict: Any) -> tuple[list[Any] | tuple[Any, ...], Mapping[Any, Any]]:
@@ -156,8 +185,12 @@ class Optimizer(abc.ABC):
         """
         return dict(group)
 
-    def _checked_params(self, params: Any, where: str) -> list[Tensor]:
-        """Turn a group's ``params`` into a list of distinct, optimisable tensors."""
+    def _checked_params(self, params: Any, where: str) -> tuple[list[Tensor], list[str] | None]:
+        """Turn a group's ``params`` into a list of distinct, optimisable tensors, and their names.
+
+        ``params`` holds tensors, or ``(name, tensor)`` pairs (all of them or
+        none, as torch requires); the names are None for plain tensors.
+        """
         if isinstance(params, Tensor):
             params = [params]
         elif isinstance(params, (set, frozenset)):
@@ -168,6 +201,23 @@ class Optimizer(abc.ABC):
             raise TypeError(f"{where}: 'params' must be an iterable of Tensors, got {_describe(params)}") from None
         if not params:
             raise ValueError(f"{where}: the parameter list is empty")
+        names: list[str] | None = None
+        named = [isinstance(p, tuple) for p in params]
+        if any(named):
+            if not all(named):
+                raise ValueError(
+                    f"{where}: params[{named.index(True)}] is a (name, parameter) pair but "
+                    f"params[{named.index(False)}] is not; all optimizer params should be with or without names"
+                )
+            names = []
+            for i, pair in enumerate(params):
+                if len(pair) != 2 or not isinstance(pair[0], str):
+                    shown = ", ".join(type(item).__name__ for item in pair)
+                    raise TypeError(
+                        f"{where}: params[{i}] is a tuple ({shown}); a named parameter is a (str, Tensor) pair"
+                    )
+                names.append(pair[0])
+            params = [pair[1] for pair in params]
         seen: dict[int, int] = {}
         for i, p in enumerate(params):
             if not isinstance(p, Tensor):
@@ -182,7 +232,7 @@ class Optimizer(abc.ABC):
             if id(p) in seen:
                 raise ValueError(f"{where}: params[{i}] is the same parameter as params[{seen[id(p)]}]")
             seen[id(p)] = i
-        return params
+        return params, names
 
     def add_param_group(self, param_group: ParamGroup) -> None:
         """Add a parameter group; hyperparameters it leaves out come from ``defaults``.
@@ -193,14 +243,32 @@ class Optimizer(abc.ABC):
             On a malformed group, a bad hyperparameter, a parameter of a dtype
             other than float32, float64, complex64 or complex128 (float16,
             bfloat16 and longdouble included), or a parameter that is already
-            in another group.  Nothing is added then.
+            in another group; on ``(name, parameter)`` pairs mixed with plain
+            parameters, in one group or across groups (torch's rule), or a name
+            that is not a str.  Nothing is added then.
+
+        Notes
+        -----
+        Named parameters (``(name, parameter)`` pairs, as
+        :meth:`lucid.nn.Module.named_parameters` yields them) store their names
+        under ``param_names`` in the group, beside ``params``, as torch 2.x does;
+        a group may also give ``param_names`` itself (a list of str, one per
+        parameter), as a state_dict's groups hold them.
         """
         where = f"param group {len(self.param_groups)}"
         if not isinstance(param_group, Mapping):
             raise TypeError(f"{where}: a param group must be a dict, got {_describe(param_group)}")
         if "params" not in param_group:
             raise ValueError(f"{where}: the param group has no 'params' key")
-        params = self._checked_params(param_group["params"], where)
+        params, names = self._checked_params(param_group["params"], where)
+        if names is None and PARAM_NAMES in param_group:
+            names = _checked_names(param_group[PARAM_NAMES], len(params), where)
+        if self.param_groups and (names is None) != (PARAM_NAMES not in self.param_groups[0]):
+            raise ValueError(
+                f"{where}: cannot add a param group {'without' if names is None else 'with'} names: this "
+                f"optimizer's groups are {'with' if names is None else 'without'} names; all param groups should "
+                "be with or without names"
+            )
         existing = {id(p): (gi, pi) for gi, g in enumerate(self.param_groups) for pi, p in enumerate(g["params"])}
         for i, p in enumerate(params):
             if id(p) in existing:
@@ -209,11 +277,13 @@ class Optimizer(abc.ABC):
                     f"{where}: params[{i}] is already in param group {gi} (its params[{pi}]); "
                     "some parameters appear in more than one parameter group"
                 )
-        group = {k: v for k, v in param_group.items() if k != "params"}
+        group = hyperparameters(param_group)
         for key, default in self.defaults.items():
             group.setdefault(key, default)
         group = self._check_group(group)
         group["params"] = params
+        if names is not None:
+            group[PARAM_NAMES] = names
         self.param_groups.append(group)
 
     # ---------------------------------------------------------------- stepping
@@ -274,7 +344,11 @@ class Optimizer(abc.ABC):
         Accepts what :meth:`state_dict` returns, and a torch optimizer's
         state_dict whose tensors were converted to NumPy arrays.  Saved
         parameter indices are matched to this optimizer's parameters by
-        position, group by group, as torch does.
+        position, group by group, as torch does.  Hyperparameters come from
+        the saved groups, not from this optimizer's constructor.  Saved
+        ``param_names`` replace this optimizer's names; a saved group without
+        them keeps the names it has (torch's rule; names never steer the
+        matching).
 
         Raises
         ------
@@ -303,7 +377,10 @@ class Optimizer(abc.ABC):
                 raise ValueError(
                     f"{where} has {len(indices)} parameters, this optimizer's group {gi} has {len(current['params'])}"
                 )
-            group = {k: v for k, v in saved.items() if k != "params" and k not in TORCH_ONLY_GROUP_KEYS}
+            group = {k: v for k, v in hyperparameters(saved).items() if k not in TORCH_ONLY_GROUP_KEYS}
+            names = current.get(PARAM_NAMES)
+            if PARAM_NAMES in saved:
+                names = _checked_names(saved[PARAM_NAMES], len(indices), where)
             for key in self.defaults:
                 if key not in group:
                     if key not in self._group_fallbacks:
@@ -314,6 +391,8 @@ class Optimizer(abc.ABC):
             except (TypeError, ValueError) as err:
                 raise type(err)(f"{where}: {err}") from None
             group["params"] = current["params"]
+            if names is not None:
+                group[PARAM_NAMES] = list(names)
             for index, p in zip(indices, current["params"]):
                 if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
                     raise TypeError(f"{where}['params'] holds {_describe(index)}, not an integer index")

@@ -18,6 +18,7 @@ from lucid.optim.optimizer import (
     Optimizer,
     ParamGroup,
     _describe,
+    hyperparameters,
     interrupts_deferred,
 )
 from lucid.tensor import Tensor
@@ -320,7 +321,7 @@ class RMSprop(Optimizer):
         checked = []
         for gi, group in enumerate(self.param_groups):
             try:
-                checked.append(self._check_group({k: v for k, v in group.items() if k != "params"}))
+                checked.append(self._check_group(hyperparameters(group)))
             except (TypeError, ValueError, KeyError) as err:
                 raise type(err)(f"param_groups[{gi}]: {err.args[0]}") from None
         return checked
