@@ -1,16 +1,15 @@
 """Run the whole harness against a candidate optimizer, from Python or the command line.
 
 >>> from conformance.harness import check_candidate          # doctest: +SKIP
->>> report = check_candidate("lucid.optim:RMSprop", device="cpu", examples=0)  # doctest: +SKIP
+>>> report = check_candidate("lucid.optim:RMSprop", device="cpu", budget=60)  # doctest: +SKIP
 >>> report.ok                                                  # doctest: +SKIP
 True
 
-The deterministic part is :func:`probe_scenarios`, three scenarios per matrix
-case chosen to make each check bite (small gradients where eps matters, two
-param groups, a gradient that is None on some steps, a NaN, an lr change, a
-transposed and a strided gradient; a 120-step free run; the sign-test probe);
-``examples`` adds Hypothesis-drawn scenarios per case.  Every failing scenario
-comes with the one-line command that replays it (:func:`replay_command`).
+The deterministic floor is :func:`~conformance.probes.probe_scenarios`, a fixed
+battery of scenarios per matrix case, each chosen to make a check bite.  Then
+Hypothesis searches (:mod:`conformance.search`): for ``budget`` seconds across
+every selected case, or ``examples`` scenarios per case.  Every failing
+scenario comes with the one-line command that replays it (:func:`replay_command`).
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from conformance.checks import CheckOutcome, run_checks
 from conformance.matrix import Case, select_cases
 from conformance.probes import probe_scenarios
 from conformance.scenario import Scenario
+from conformance.search import SearchSummary, search_budget, search_case
 
 __all__ = [
     "DEFAULT_CANDIDATE",
@@ -32,7 +32,6 @@ __all__ = [
     "check_candidate",
     "probe_scenarios",
     "replay_command",
-    "search_case",
 ]
 
 
@@ -61,6 +60,10 @@ class CandidateReport:
 
     optimizer: str
     results: list[ScenarioResult] = field(default_factory=list)
+    #: The probe scenarios run (the deterministic floor).
+    probes: int = 0
+    #: What the budgeted search drew and found (None: no budgeted search ran).
+    search: SearchSummary | None = None
 
     @property
     def ok(self) -> bool:
@@ -83,44 +86,13 @@ class CandidateReport:
         return lines
 
 
-def search_case(
-    case: Case,
-    check: Callable[[Scenario], list[CheckOutcome]],
-    *,
-    examples: int,
-    seed: int = 0,
-) -> Scenario | None:
-    """Let Hypothesis look for a scenario of ``case`` on which ``check`` fails; return the shrunk one, or None."""
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import seed as hypothesis_seed
-
-    from conformance.strategies import scenarios
-
-    found: list[Scenario] = []
-
-    @hypothesis_seed(seed)
-    @settings(
-        max_examples=examples, database=None, deadline=None, suppress_health_check=list(HealthCheck), print_blob=False
-    )
-    @given(scenarios(case))
-    def search(scenario: Scenario) -> None:
-        if any(not o.passed for o in check(scenario)):
-            found.append(scenario)
-            raise AssertionError(scenario.to_id())
-
-    try:
-        search()
-    except AssertionError:
-        return found[-1]
-    return None
-
-
 def check_candidate(
     optimizer: str | type,
     *,
     device: str = "cpu",
     case_filter: str = "",
     examples: int = 0,
+    budget: float = 0.0,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     selected: Iterable[Case] | None = None,
@@ -137,11 +109,15 @@ def check_candidate(
         Only the cases this text selects (:func:`conformance.matrix.select_cases`: part of a case
         id in either spelling, or a drift case's id, whose scale is ignored).
     examples : int
-        Hypothesis-drawn scenarios per case, after the probes (0: probes only).
+        Hypothesis-drawn scenarios per case, after the probes (0: none); the same
+        scenarios on every machine.
+    budget : float
+        Seconds of Hypothesis search across every selected case after the probes
+        (0: none; :func:`conformance.search.search_budget`).  Ignored when ``examples`` is given.
     seed : int
         Seed of the probes' streams and of the Hypothesis search.
     progress : callable, optional
-        Called with one line per finished case.
+        Called with one line per finished case and per search round.
     selected : iterable of Case, optional
         Run exactly these cases (overrides ``device`` and ``case_filter``).
     """
@@ -149,14 +125,22 @@ def check_candidate(
     cls = load_candidate(optimizer) if isinstance(optimizer, str) else optimizer
     report = CandidateReport(name)
     chosen = list(selected) if selected is not None else select_cases(case_filter, device)
+
+    def check(scenario: Scenario) -> list[CheckOutcome]:
+        return run_checks(scenario, cls)
+
     for case in chosen:
         for scenario in probe_scenarios(case, seed):
-            report.results.append(ScenarioResult(scenario, run_checks(scenario, cls)))
+            report.results.append(ScenarioResult(scenario, check(scenario)))
+            report.probes += 1
         if examples:
-            bad = search_case(case, lambda s: run_checks(s, cls), examples=examples, seed=seed)
+            bad = search_case(case, check, examples=examples, seed=seed)
             if bad is not None:
-                report.results.append(ScenarioResult(bad, run_checks(bad, cls)))
+                report.results.append(ScenarioResult(bad, check(bad)))
         if progress is not None:
             failed = sum(1 for r in report.results if r.scenario.case == case.id and r.failed)
             progress(f"{case.id}: {'ok' if not failed else f'{failed} scenario(s) FAIL'}")
+    if budget > 0 and not examples:
+        report.search = search_budget(chosen, check, budget=budget, seed=seed, progress=progress)
+        report.results += [ScenarioResult(f.scenario, f.outcomes) for f in report.search.found]
     return report

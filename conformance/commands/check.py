@@ -2,8 +2,10 @@
 
 Examples::
 
-    python -m conformance check                                   # Lucid's RMSprop, every CPU case
-    python -m conformance check --optimizer mypkg.optim:RMSprop --examples 20
+    python -m conformance check                                   # Lucid's RMSprop: probes, then 2 min of search
+    python -m conformance check --optimizer mypkg.optim:RMSprop --budget 600
+    python -m conformance check --budget 0                        # the deterministic probes only
+    python -m conformance check --examples 20                     # exactly 20 drawn scenarios per case
     python -m conformance check --cases c1-m1-wd0-max0-float32    # the cases whose id contains it
     python -m conformance check --replay v1-eJy...                 # exactly one failing scenario again
 
@@ -11,6 +13,14 @@ Case ids are spelled ``c1-m0-wd1-max0-float32-cpu-foreach0-cap0-tlr0`` (flags,
 dtype, device, torch implementation).  ``--cases`` takes any part of one, and
 also a case id of a drift report (``...-tlr0-scale=1e-08``, whose scale it
 ignores) or its schema-1 spelling (``c1-m0-wd1-max0/float32/foreach0/cpu``).
+
+Every case first runs its fixed probes (the deterministic floor), then
+Hypothesis searches all selected cases for ``--budget`` seconds (drawn
+hyperparameters, streams, shapes, groups and schedules), seeded by ``--seed``:
+the same sequence of scenarios on every machine, as far along it as the
+budget reaches.  A failure is shrunk to a minimal scenario and printed with the
+command that replays it; ``--examples N`` draws exactly N scenarios per case
+instead (the same scenarios on every machine, whatever its speed).
 
 Exit status: 0 when every check passed, 1 when a check failed (each failure is
 printed with the check's name, the oracle's verdict where there is one, and the
@@ -26,6 +36,7 @@ import sys
 import time
 
 from conformance.candidates import DEFAULT_CANDIDATE
+from conformance.search import DEFAULT_BUDGET
 
 __all__ = ["EXTRA", "register"]
 
@@ -40,6 +51,16 @@ def _nonnegative(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86_400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be a number of seconds in 0..86400, got {text!r}")
     return value
 
 
@@ -91,16 +112,26 @@ def _run(args: argparse.Namespace) -> int:
         report = check_candidate(
             candidate,
             examples=args.examples,
+            budget=args.budget,
             seed=args.seed,
             progress=print if args.verbose else None,
             selected=selected,
         )
         report.optimizer = args.optimizer
-    scenarios = len(report.results)
-    checks = sum(len(r.outcomes) for r in report.results)
     elapsed = time.perf_counter() - started
+    if report.search is not None:
+        print(
+            f"searched {report.search.scenarios} drawn scenario(s) in {report.search.seconds:.0f} s "
+            f"(seed {args.seed}, budget {args.budget:g} s, {report.search.rounds} round(s))"
+        )
+    scenarios = len(report.results)
+    if report.search is not None:
+        scenarios += report.search.scenarios - len(report.search.found)
+    checks = sum(len(r.outcomes) for r in report.results)
     if report.ok:
-        print(f"all {checks} checks passed on {scenarios} scenario(s) in {elapsed:.1f} s")
+        ran = f"{len(report.results)} scenario(s)" if args.replay else f"{report.probes} probe scenario(s)"
+        drawn = f" and {report.search.scenarios} drawn scenario(s)" if report.search else ""
+        print(f"all {checks} checks passed on {ran}{drawn} in {elapsed:.1f} s")
         return 0
     print("\n".join(report.failure_lines()))
     failed = [r for r in report.results if r.failed]
@@ -134,10 +165,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "selecting none is an error",
     )
     cmd.add_argument(
+        "--budget",
+        type=_seconds,
+        default=DEFAULT_BUDGET,
+        metavar="SECONDS",
+        help=f"seconds of Hypothesis search across the cases after the probes (default {DEFAULT_BUDGET:g}; "
+        "0: the probes only)",
+    )
+    cmd.add_argument(
         "--examples",
         type=_nonnegative,
         default=0,
-        help="Hypothesis-drawn scenarios per case after the probes (default 0)",
+        help="draw exactly this many scenarios per case after the probes, instead of --budget (default 0)",
     )
     cmd.add_argument("--seed", type=_nonnegative, default=0, help="seed of the probes and the search (default 0)")
     cmd.add_argument("-v", "--verbose", action="store_true", help="print one line per case")
