@@ -32,6 +32,7 @@ def probe_scenarios(case: Case, seed: int = 0) -> list[Scenario]:
         steps=12,
         seed=seed,
         lr_change=(6, 0.5),
+        checks=("lockstep", "state_dict", "contract"),
         label="probe",
     )
     freerun = Scenario(

@@ -54,6 +54,16 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "freerun": ("freerun",),
     "sign": ("sign",),
     "state_dict": ("state_dict", "torch_to_lucid", "lucid_to_torch", "lucid_roundtrip"),
+    "contract": (
+        "contract_positional",
+        "contract_zero_grad",
+        "contract_closure",
+        "contract_grad_untouched",
+        "contract_state_isolation",
+        "contract_load_hypers",
+        "contract_load_mapping",
+        "contract_named_params",
+    ),
 }
 
 #: Most steps of a replayed scenario (the probes take 120, drawn scenarios at most 12).
@@ -322,9 +332,8 @@ def _scenario(data: Any) -> Scenario:
     if lr_change is not None:
         pair = _list(lr_change, "lr_change", 2, 2)
         lr_change = (_int(pair[0], "lr_change step", 0, steps - 1), _number(pair[1], "lr_change factor", positive=True))
-    checks = tuple(
-        _choice(c, f"checks[{i}]", tuple(FAMILIES)) for i, c in enumerate(_list(data["checks"], "checks", 1, 4))
-    )
+    listed = _list(data["checks"], "checks", 1, len(FAMILIES))
+    checks = tuple(_choice(c, f"checks[{i}]", tuple(FAMILIES)) for i, c in enumerate(listed))
     if len(set(checks)) != len(checks):
         raise ScenarioIdError(f"checks repeat a family: {list(checks)}")
     return Scenario(case=case, groups=groups, params=params, steps=steps, seed=seed, lr_change=lr_change, checks=checks)

@@ -22,11 +22,17 @@ Check families (a :class:`~conformance.scenario.Scenario` lists the ones it runs
     agrees without re-syncing), ``lucid_roundtrip`` (save, load into a fresh
     optimizer through a pickle-free file, continue: bit-identical to an
     uninterrupted run).
+``contract``
+    The optimizer API as torch defines it, one check per item
+    (:mod:`conformance.checks.contract`): ``contract_positional``,
+    ``contract_zero_grad``, ``contract_closure``, ``contract_grad_untouched``,
+    ``contract_state_isolation``, ``contract_load_hypers``,
+    ``contract_load_mapping``, ``contract_named_params``.
 """
 
 from __future__ import annotations
 
-from conformance.checks import freerun, lockstep, sign, state_dict
+from conformance.checks import contract, freerun, lockstep, sign, state_dict
 from conformance.checks.freerun import FREE_RUN_MIN_STEPS
 from conformance.checks.outcome import CheckOutcome, DeviceUnavailableError, require_device
 from conformance.checks.sign import SIGN_MIN_SAMPLES, SIGN_WARMUP, SIGN_Z, SignStatistic, sign_statistic
@@ -51,7 +57,13 @@ __all__ = [
 CHECKS = tuple(name for names in FAMILIES.values() for name in names)
 
 #: The module that runs each family: ``run(scenario, optimizer_class) -> list[CheckOutcome]``.
-_FAMILY_RUNNERS = {"lockstep": lockstep.run, "freerun": freerun.run, "sign": sign.run, "state_dict": state_dict.run}
+_FAMILY_RUNNERS = {
+    "lockstep": lockstep.run,
+    "freerun": freerun.run,
+    "sign": sign.run,
+    "state_dict": state_dict.run,
+    "contract": contract.run,
+}
 
 
 def run_checks(scenario: Scenario, optimizer_class: type | None = None) -> list[CheckOutcome]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from lucid import enable_grad
 from lucid.optim import RMSprop
 from lucid.optim.functional import rmsprop_update
 
@@ -27,6 +28,10 @@ class _Honest(RMSprop):
     """Lucid's step, through a hook that subclasses bend."""
 
     def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:  # torch's contract: once, with gradients enabled, its loss returned
+            with enable_grad():
+                loss = closure()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -34,7 +39,7 @@ class _Honest(RMSprop):
                 state = self._state_for(p, group)
                 state["step"] += 1.0
                 self._update(p, p.grad, state, group)
-        return None
+        return loss
 
     def _update(self, p: Any, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any], **changes: Any) -> None:
         h = {k: group[k] for k in _HYPER} | changes

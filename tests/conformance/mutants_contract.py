@@ -1,0 +1,281 @@
+"""Wrong implementations of the optimizer API (not of the arithmetic), one per item of the contract.
+
+Every class here computes torch's step bit for bit where the numerical
+families look (by keywords, one optimizer, loaded into one built alike, plain
+parameters, no closure), so only the ``contract`` family
+(:mod:`conformance.checks.contract`) can tell them from torch::
+
+    python -m conformance check --optimizer tests.conformance.mutants_contract:ClosureCalledTwice
+
+``test_mutants_contract.py`` asserts which contract check catches each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lucid import enable_grad
+from lucid.optim import RMSprop
+from lucid.optim.optimizer import PARAM_NAMES, hyperparameters
+from mutants import _Honest
+
+# ------------------------------------------------------------------ the constructor's positional order
+
+
+class PositionalAlphaEpsSwapped(RMSprop):
+    """``RMSprop(params, lr, eps, alpha, ...)``: right by keywords, alpha and eps exchanged positionally."""
+
+    def __init__(self, params, lr=1e-2, eps=1e-8, alpha=0.99, weight_decay=0.0, momentum=0.0, centered=False, *,
+                 maximize=False):  # fmt: skip
+        super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                         centered=centered, maximize=maximize)  # fmt: skip
+
+
+class PositionalMomentumFirst(RMSprop):
+    """``RMSprop(params, lr, alpha, eps, momentum, weight_decay, centered)``: another library's order."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0, centered=False, *,
+                 maximize=False):  # fmt: skip
+        super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                         centered=centered, maximize=maximize)  # fmt: skip
+
+
+# ------------------------------------------------------------------ zero_grad
+
+
+class ZeroGradZeroesByDefault(RMSprop):
+    """``zero_grad()`` defaults to ``set_to_none=False`` (torch 1.x's default)."""
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        super().zero_grad(set_to_none)
+
+
+class ZeroGradNewArrays(RMSprop):
+    """``zero_grad(set_to_none=False)`` assigns new zero arrays instead of zeroing the gradients in place."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none or p.grad is None:
+                    p.grad = None
+                else:
+                    p.grad = np.zeros_like(p.grad)
+
+
+# ------------------------------------------------------------------ step(closure)
+
+
+class ClosureCalledTwice(_Honest):
+    """The closure evaluated once more for the loss it returns."""
+
+    def step(self, closure: Any = None) -> Any:
+        super().step(closure)
+        if closure is None:
+            return None
+        with enable_grad():
+            return closure()
+
+
+class ClosureWithoutEnableGrad(_Honest):
+    """The closure called as it is: under the caller's ``no_grad`` it cannot compute gradients."""
+
+    def step(self, closure: Any = None) -> Any:
+        loss = None if closure is None else closure()
+        super().step()
+        return loss
+
+
+class ClosureLossDropped(_Honest):
+    """The closure called, its loss not returned."""
+
+    def step(self, closure: Any = None) -> Any:
+        super().step(closure)
+        return None
+
+
+class ClosureAfterUpdate(_Honest):
+    """The update first (with the stale gradients), the closure afterwards."""
+
+    def step(self, closure: Any = None) -> Any:
+        super().step()
+        if closure is None:
+            return None
+        with enable_grad():
+            return closure()
+
+
+# ------------------------------------------------------------------ p.grad left as it was
+
+
+class GradDecayedInPlace(_Honest):
+    """Weight decay added into ``p.grad`` itself (``grad += wd * p``) before an undecayed update."""
+
+    def _update(self, p, grad, state, group, **changes):
+        if group["weight_decay"]:
+            grad += grad.dtype.type(group["weight_decay"]) * p.data
+        super()._update(p, grad, state, group, weight_decay=0.0)
+
+
+class GradNegatedInPlace(_Honest):
+    """maximize by negating ``p.grad`` in place, then a descending update."""
+
+    def _update(self, p, grad, state, group, **changes):
+        if group["maximize"]:
+            np.negative(grad, out=grad)
+        super()._update(p, grad, state, group, maximize=False)
+
+
+# ------------------------------------------------------------------ no shared state
+
+
+def _shared_entry(cache: dict[Any, np.ndarray], key: Any, param: Any, state: Any, group: Any) -> dict[str, Any]:
+    """A new state entry whose buffers come from ``cache`` under ``key + (buffer name,)``."""
+    entry = dict(state) if state else {"step": 0.0}
+    needed = {"square_avg": True, "momentum_buffer": group["momentum"] > 0, "grad_avg": group["centered"]}
+    for name in (name for name, used in needed.items() if used):
+        if name not in entry:
+            entry[name] = cache.setdefault((*key, name), np.zeros_like(param.data))
+    return entry
+
+
+class SharedBuffersByShape(_Honest):
+    """Buffers allocated once per (shape, dtype): parameters of one shape share their state."""
+
+    def _new_entry(self, param, state, group):
+        cache = self.__dict__.setdefault("_by_shape", {})
+        return _shared_entry(cache, (param.shape, param.dtype.str), param, state, group)
+
+
+class SharedBuffersAcrossOptimizers(_Honest):
+    """A buffer pool on the class, keyed by position and shape: two optimizers share their state."""
+
+    _pool: ClassVar[dict[Any, np.ndarray]] = {}
+
+    def _new_entry(self, param, state, group):
+        position = [id(p) for g in self.param_groups for p in g["params"]].index(id(param))
+        return _shared_entry(self._pool, (position, param.shape, param.dtype.str), param, state, group)
+
+
+# ------------------------------------------------------------------ load_state_dict
+
+
+class LoadKeepsOwnHypers(RMSprop):
+    """load_state_dict restores the state but keeps the hyperparameters the optimizer was built with."""
+
+    def load_state_dict(self, state_dict):
+        own = [hyperparameters(g) for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, hypers in zip(self.param_groups, own):
+            group.update(hypers)
+
+
+def _params(opt: RMSprop) -> list[Any]:
+    return [p for g in opt.param_groups for p in g["params"]]
+
+
+class LoadMapsReversed(RMSprop):
+    """Saved index i goes to parameter n - 1 - i (the parameters counted from the end)."""
+
+    def load_state_dict(self, state_dict):
+        n = sum(len(g["params"]) for g in state_dict["param_groups"])
+        state = {n - 1 - int(k): v for k, v in state_dict["state"].items()}
+        super().load_state_dict({"state": state, "param_groups": state_dict["param_groups"]})
+
+
+class LoadMapsByShape(RMSprop):
+    """Each saved entry, in the saved order, goes to the first parameter of its shape not yet taken."""
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        params = _params(self)
+        entries = [self.state[params[int(k)]] for k in state_dict["state"]]
+        remapped, taken = {}, set()
+        for entry in entries:
+            p = next(q for q in params if id(q) not in taken and q.shape == entry["square_avg"].shape)
+            taken.add(id(p))
+            remapped[p] = entry
+        self.state = remapped
+
+
+class LoadMapsByEntryOrder(RMSprop):
+    """The i-th saved entry goes to the i-th parameter (the entries' keys ignored)."""
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        params = _params(self)
+        entries = [self.state[params[int(k)]] for k in state_dict["state"]]
+        self.state = dict(zip(params, entries))
+
+
+# ------------------------------------------------------------------ named parameters
+
+
+def _unnamed(params: Any) -> Any:
+    """``params`` with every ``(name, parameter)`` pair replaced by the parameter."""
+    items = list(params)
+    if items and isinstance(items[0], dict):
+        return [{**g, "params": [q[1] if isinstance(q, tuple) else q for q in g["params"]]} for g in items]
+    return [q[1] if isinstance(q, tuple) else q for q in items]
+
+
+class NamedParamsRefused(RMSprop):
+    """(name, parameter) pairs refused, as Lucid refused them before it had named parameters."""
+
+    def __init__(self, params, *args, **kwargs):
+        items = list(params)
+        flat = [q for g in items for q in g["params"]] if items and isinstance(items[0], dict) else items
+        for i, q in enumerate(flat):
+            if isinstance(q, tuple):
+                raise TypeError(f"optimizer can only optimize Tensors, but params[{i}] is tuple")
+        super().__init__(items, *args, **kwargs)
+
+
+class ParamNamesDropped(RMSprop):
+    """(name, parameter) pairs accepted, the names thrown away (no param_names anywhere)."""
+
+    def __init__(self, params, *args, **kwargs):
+        super().__init__(_unnamed(params), *args, **kwargs)
+
+
+class ParamNamesNotLoaded(RMSprop):
+    """load_state_dict ignores the saved param_names (keeps its own)."""
+
+    def load_state_dict(self, state_dict):
+        groups = [{k: v for k, v in g.items() if k != PARAM_NAMES} for g in state_dict["param_groups"]]
+        super().load_state_dict({"state": state_dict["state"], "param_groups": groups})
+
+
+class ParamNamesAlwaysWritten(RMSprop):
+    """Unnamed parameters get made-up names ("0", "1", ...) in the state_dict; torch writes none."""
+
+    def state_dict(self):
+        sd = super().state_dict()
+        for group in sd["param_groups"]:
+            group.setdefault(PARAM_NAMES, [str(i) for i in group["params"]])
+        return sd
+
+
+MUTANTS = (
+    PositionalAlphaEpsSwapped,
+    PositionalMomentumFirst,
+    ZeroGradZeroesByDefault,
+    ZeroGradNewArrays,
+    ClosureCalledTwice,
+    ClosureWithoutEnableGrad,
+    ClosureLossDropped,
+    ClosureAfterUpdate,
+    GradDecayedInPlace,
+    GradNegatedInPlace,
+    SharedBuffersByShape,
+    SharedBuffersAcrossOptimizers,
+    LoadKeepsOwnHypers,
+    LoadMapsReversed,
+    LoadMapsByShape,
+    LoadMapsByEntryOrder,
+    NamedParamsRefused,
+    ParamNamesDropped,
+    ParamNamesNotLoaded,
+    ParamNamesAlwaysWritten,
+)
