@@ -15,11 +15,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+from mutants import _Honest
 
 from lucid import enable_grad
 from lucid.optim import RMSprop
 from lucid.optim.optimizer import PARAM_NAMES, hyperparameters
-from mutants import _Honest
 
 # ------------------------------------------------------------------ the constructor's positional order
 
@@ -110,12 +110,17 @@ class ClosureAfterUpdate(_Honest):
 
 
 class GradDecayedInPlace(_Honest):
-    """Weight decay added into ``p.grad`` itself (``grad += wd * p``) before an undecayed update."""
+    """Weight decay added into the gradient in place (``g += wd * p``): into ``p.grad`` itself unless maximize.
+
+    As an implementation that negates out of place for maximize (``g = -grad``) and then decays
+    in place writes into the caller's gradient whenever maximize is off.
+    """
 
     def _update(self, p, grad, state, group, **changes):
+        g = -grad if group["maximize"] else grad
         if group["weight_decay"]:
-            grad += grad.dtype.type(group["weight_decay"]) * p.data
-        super()._update(p, grad, state, group, weight_decay=0.0)
+            g += g.dtype.type(group["weight_decay"]) * p.data
+        super()._update(p, g, state, group, weight_decay=0.0, maximize=False)
 
 
 class GradNegatedInPlace(_Honest):
