@@ -149,12 +149,15 @@ def normalised_error(
 
 def nonfinite_mismatch_mask(candidate: NDArray[Any], reference: NDArray[Any]) -> NDArray[np.bool_]:
     """Per element, whether the sides differ in being NaN, +Inf, -Inf or finite."""
-
-    def kind(x: NDArray[Any]) -> NDArray[np.int8]:
-        x = np.asarray(x, dtype=np.float64)
-        return np.select([np.isnan(x), x == np.inf, x == -np.inf], [1, 2, 3], 0).astype(np.int8)
-
-    return kind(candidate) != kind(reference)
+    a, b = np.asarray(candidate), np.asarray(reference)
+    finite_a, finite_b = np.isfinite(a), np.isfinite(b)
+    same = finite_a & finite_b
+    if same.all():  # the common case, without the work below
+        return ~same
+    with np.errstate(invalid="ignore"):
+        # both finite, both NaN, or the same infinity (an infinity equals only itself)
+        same |= (np.isnan(a) & np.isnan(b)) | (~finite_a & (a == b))
+    return ~same
 
 
 def nonfinite_mismatch(candidate: NDArray[Any], reference: NDArray[Any]) -> int:

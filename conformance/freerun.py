@@ -52,6 +52,7 @@ from numpy.typing import NDArray
 
 from conformance.compare import Hyper, nonfinite_mismatch_mask, step_scales, unit_roundoff
 from conformance.runners import LockstepPair
+from conformance.streams import as_real
 
 __all__ = ["FREE_RUN_BOUND", "FreeRunResult", "run_free"]
 
@@ -122,7 +123,7 @@ def run_free(
     """
     pair = LockstepPair(list(params0), hyper, foreach, optimizer_class, lr_schedule=lr_schedule, **pair_options)
     result = FreeRunResult()
-    accumulated = [np.zeros(np.shape(p)) for p in params0]
+    accumulated = [np.zeros(np.shape(as_real(p))) for p in params0]  # complex: as their records' real pairs
     for step, step_grads in enumerate(grads):
         pair.apply_schedule(step)
         worst_norm = worst_rel = 0.0

@@ -22,6 +22,8 @@ import numpy as np
 from conformance.compare import Hyper
 
 __all__ = [
+    "CASE_DTYPES",
+    "COMPLEX_DTYPES",
     "DEVICES",
     "DTYPES",
     "FLAGS",
@@ -48,7 +50,18 @@ FLAGS: dict[str, tuple[object, ...]] = {
     "maximize": (False, True),
 }
 
+#: The real dtypes (the drift report's, :func:`conformance.report.cases.build_cases`).
 DTYPES = (np.float32, np.float64)
+
+#: Complex dtypes.  torch steps a complex parameter as ``torch.view_as_real`` of the
+#: parameter, gradient and buffers (after the weight decay, in complex arithmetic, on its
+#: ``foreach=False`` path); the harness compares them through those real views
+#: (:func:`conformance.streams.as_real`), so every bound, the oracle and the sign test
+#: apply unchanged with the real dtype's unit roundoff.
+COMPLEX_DTYPES = (np.complex64, np.complex128)
+
+#: The dtypes of the check matrix (:func:`cases`): the real ones and the complex ones.
+CASE_DTYPES = DTYPES + COMPLEX_DTYPES
 
 #: torch implementations compared against (``foreach`` values) on the CPU.
 TORCH_IMPLS = (False, True)
@@ -175,13 +188,16 @@ class Case:
 
 
 def cases(device: str | None = None) -> list[Case]:
-    """Return every case of the matrix (128), or those of one ``device`` (64)."""
+    """Return every case of the matrix (256), or those of one ``device`` (128).
+
+    Per device: 16 flag combinations x 4 dtypes (:data:`CASE_DTYPES`) x 2 torch implementations.
+    """
     devices = DEVICES if device is None else (device,)
     return [
         Case(flags, np.dtype(dtype).name, dev, impl)
         for dev in devices
         for flags in flag_configs()
-        for dtype in DTYPES
+        for dtype in CASE_DTYPES
         for impl in IMPLS[dev]
     ]
 
@@ -217,7 +233,7 @@ def describe_no_match(text: str, device: str) -> str:
     impls = sorted({impl.name for impl in IMPLS[device]})
     parts.append(
         f"ids look like {names[0]} (flags c0|1-m0|1-wd0|1-max0|1, dtype "
-        f"{'|'.join(np.dtype(d).name for d in DTYPES)}, device {device}, implementation {'|'.join(impls)})"
+        f"{'|'.join(np.dtype(d).name for d in CASE_DTYPES)}, device {device}, implementation {'|'.join(impls)})"
     )
     close = difflib.get_close_matches(_SCALE_SUFFIX.sub("", text), names, n=3, cutoff=0.6)
     if close:

@@ -28,13 +28,22 @@ from conformance.compare import Hyper
 __all__ = ["OracleStep", "Verdict", "oracle_precision_bits", "oracle_step", "ulp_error", "verdict"]
 
 
+def _real(dtype: np.dtype[Any] | type) -> np.dtype[Any]:
+    """Return the real dtype of ``dtype``'s parts: float32 for complex64, float64 for complex128, else itself."""
+    return np.empty(0, dtype).real.dtype
+
+
 def _wide(dtype: np.dtype[Any] | type) -> type:
-    return np.float64 if np.dtype(dtype) == np.float32 else np.longdouble
+    return np.float64 if _real(dtype) == np.float32 else np.longdouble
 
 
 def oracle_precision_bits(dtype: np.dtype[Any] | type) -> int:
-    """Significand bits the oracle has beyond ``dtype``'s (29 for float32; 11 or 0 for float64)."""
-    return int(np.finfo(_wide(dtype)).nmant - np.finfo(dtype).nmant)
+    """Significand bits the oracle has beyond ``dtype``'s (29 for float32; 11 or 0 for float64).
+
+    A complex dtype counts as its parts' real dtype (the harness compares complex
+    values as their real pairs).
+    """
+    return int(np.finfo(_wide(dtype)).nmant - np.finfo(_real(dtype)).nmant)
 
 
 @dataclass(frozen=True)

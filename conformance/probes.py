@@ -11,7 +11,57 @@ from __future__ import annotations
 from conformance.matrix import Case
 from conformance.scenario import GroupSpec, ParamSpec, Scenario
 
-__all__ = ["probe_scenarios"]
+__all__ = ["probe_scenarios", "tensor_probe"]
+
+#: The tensor probe's large parameter: 100023 elements, past every block, chunk and thread
+#: threshold of Lucid's fast step (flat packs below 8192 elements, blocks of 65536 float32 /
+#: 32768 float64 elements, threads from 32768) and divisible by no power of two above 1, so
+#: every blocked or vectorised loop ends in a partial block.  It gets a gradient on the last
+#: two steps only (its first one late), which keeps its cost near a tenth of a second per case.
+LARGE_SHAPE = (3, 33341)
+
+
+def tensor_probe(case: Case, seed: int = 0) -> Scenario:
+    """Return the lockstep + state_dict probe of the tensors that implementations get wrong.
+
+    Fourteen parameters in two groups: the large one (:data:`LARGE_SHAPE`);
+    three of one shape (two in one group, one in the other) and one with the
+    same number of elements in another shape, so state keyed by shape or size
+    shows; 0-d and empty ones; exact zeros (both signs) inside tensors, whole
+    steps of zeros, subnormal gradients and gradients whose square is
+    subnormal (:data:`conformance.streams.SPECIALS`); NaN, +Inf and -Inf inside
+    tensors; first gradients at steps 3, 4, 8 and 10, two of them after the
+    state_dict family's hand-over at step 6, so an optimizer that creates state
+    before the first gradient shows it.
+    """
+    groups = (
+        GroupSpec(lr=1e-2, alpha=0.9, eps=1e-8, momentum=0.9, weight_decay=1e-2),
+        GroupSpec(lr=3e-3, alpha=0.75, eps=1e-6, momentum=0.5, weight_decay=1e-3),
+    )
+    steps = 12
+    return Scenario(
+        case=case.id,
+        groups=groups,
+        params=(
+            ParamSpec(shape=LARGE_SHAPE, group=0, special="zeros", nonfinite="mixed", first_step=steps - 2),
+            ParamSpec(shape=(16,), group=0, special="zeros"),
+            ParamSpec(shape=(16,), group=0, scale=1e-3),
+            ParamSpec(shape=(16,), group=1, kind="wide", special="zeros"),
+            ParamSpec(shape=(4, 4), group=1, scale=1e3),
+            ParamSpec(shape=(24,), group=0, special="subnormal"),
+            ParamSpec(shape=(24,), group=1, special="subnormal", kind="signflip"),
+            ParamSpec(shape=(9, 5), group=0, special="zeros", nonfinite="mixed"),
+            ParamSpec(shape=(7,), group=1, special="zero_steps"),
+            ParamSpec(shape=(), group=0, first_step=3),
+            ParamSpec(shape=(0,), group=1),
+            ParamSpec(shape=(3, 0), group=0, first_step=4),
+            ParamSpec(shape=(16,), group=1, first_step=8),
+            ParamSpec(shape=(5, 3), group=0, layout="strided", special="all", nonfinite="inf", first_step=4),
+        ),
+        steps=steps,
+        seed=seed + 3,
+        label="tensor probe",
+    )
 
 
 def probe_scenarios(case: Case, seed: int = 0) -> list[Scenario]:
@@ -57,4 +107,4 @@ def probe_scenarios(case: Case, seed: int = 0) -> list[Scenario]:
         checks=("sign",),
         label="sign probe",
     )
-    return [lockstep, freerun, sign]
+    return [lockstep, freerun, sign, tensor_probe(case, seed)]

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 import lucid
 from conformance.compare import Hyper
-from conformance.streams import copy_layout
+from conformance.streams import as_real, copy_layout
 
 __all__ = ["BUFFERS", "LockstepPair", "StepRecord"]
 
@@ -21,7 +21,13 @@ BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")
 
 @dataclass
 class StepRecord:
-    """Both sides' values after one step, for one parameter, as ndarrays."""
+    """Both sides' values after one step, for one parameter, as ndarrays.
+
+    A complex parameter's values are recorded as their (real, imaginary) pairs
+    (:func:`conformance.streams.as_real`, shape ``(*shape, 2)``), the view torch's
+    step computes on, so every comparison judges them as real numbers of the
+    real dtype.
+    """
 
     param0: NDArray[Any]
     grad: NDArray[Any] | None
@@ -32,6 +38,13 @@ class StepRecord:
     lucid_state: dict[str, NDArray[Any]] = field(default_factory=dict)
     #: The hyperparameters of the parameter's group at this step (None: the caller's).
     hyper: Hyper | None = None
+    #: Whether the parameter is complex (every array here its real pairs, last axis of 2).
+    pairs: bool = False
+
+
+def _real_buffers(state: dict[str, Any]) -> dict[str, NDArray[Any]]:
+    """:func:`_buffers` with complex buffers as their real pairs (for a :class:`StepRecord`)."""
+    return {key: as_real(value) for key, value in _buffers(state).items()}
 
 
 def _buffers(state: dict[str, Any]) -> dict[str, NDArray[Any]]:
@@ -179,12 +192,13 @@ class LockstepPair:
         for tp, lp, g in zip(self.torch_params, self.lucid_params, grads):
             records.append(
                 StepRecord(
-                    param0=tp.detach().cpu().numpy().copy(),
-                    grad=None if g is None else np.array(g, copy=True),
-                    torch_state0=_buffers(self.torch_opt.state.get(tp, {})),
+                    param0=as_real(tp.detach().cpu().numpy().copy()),
+                    grad=None if g is None else as_real(np.array(g, copy=True)),
+                    torch_state0=_real_buffers(self.torch_opt.state.get(tp, {})),
                     torch_param=np.empty(0),
                     lucid_param=np.empty(0),
                     hyper=self.hypers[self.group_of[len(records)]],
+                    pairs=tp.is_complex(),
                 )
             )
             # Each side its own copy, in the stream's layout (non-contiguous stays so).
@@ -193,8 +207,8 @@ class LockstepPair:
         self.torch_opt.step()
         self.lucid_opt.step()
         for rec, tp, lp in zip(records, self.torch_params, self.lucid_params):
-            rec.torch_param = tp.detach().cpu().numpy().copy()
-            rec.lucid_param = np.array(lp.data, copy=True)
-            rec.torch_state = _buffers(self.torch_opt.state.get(tp, {}))
-            rec.lucid_state = _buffers(self.lucid_opt.state.get(lp, {}))
+            rec.torch_param = as_real(tp.detach().cpu().numpy().copy())
+            rec.lucid_param = as_real(np.array(lp.data, copy=True))
+            rec.torch_state = _real_buffers(self.torch_opt.state.get(tp, {}))
+            rec.lucid_state = _real_buffers(self.lucid_opt.state.get(lp, {}))
         return records

@@ -30,7 +30,7 @@ from typing import Any
 
 from conformance.compare import Hyper
 from conformance.matrix import Case, case_by_id
-from conformance.streams import LAYOUTS, NONFINITE, STREAM_KINDS
+from conformance.streams import LAYOUTS, NONFINITE, SPECIALS, STREAM_KINDS
 
 __all__ = [
     "FAMILIES",
@@ -109,6 +109,11 @@ class ParamSpec:
     none_every: int = 0
     nonfinite: str = "none"
     param_scale: float = 1.0
+    #: Finite special values inside the gradient (:data:`conformance.streams.SPECIALS`).
+    special: str = "none"
+    #: The first step with a gradient (None before it): torch creates the state, and starts
+    #: its step counter, at a parameter's first gradient, not at construction.
+    first_step: int = 0
 
 
 @dataclass(frozen=True)
@@ -300,8 +305,11 @@ def _param(value: Any, name: str, groups: int) -> ParamSpec:
         checked["layout"] = _choice(data["layout"], f"{name}.layout", LAYOUTS)
     if "nonfinite" in data:
         checked["nonfinite"] = _choice(data["nonfinite"], f"{name}.nonfinite", NONFINITE)
-    if "none_every" in data:
-        checked["none_every"] = _int(data["none_every"], f"{name}.none_every", 0, MAX_STEPS)
+    if "special" in data:
+        checked["special"] = _choice(data["special"], f"{name}.special", SPECIALS)
+    for key in ("none_every", "first_step"):
+        if key in data:
+            checked[key] = _int(data[key], f"{name}.{key}", 0, MAX_STEPS)
     for key in ("scale", "param_scale"):
         if key in data:
             checked[key] = _number(data[key], f"{name}.{key}")

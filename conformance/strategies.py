@@ -7,24 +7,29 @@ shapes) and every example replays from :meth:`Scenario.to_id`.
 
 What is drawn: 1 to :data:`~conformance.matrix.MAX_GROUPS` param groups, each
 with its own ``lr``, ``alpha``, ``eps``, ``momentum`` and ``weight_decay`` from
-:data:`~conformance.matrix.HYPER_RANGES`; 1 to 4 parameters of shapes from
-0-d and empty to 2-d; per parameter a stream kind (zeros, constants, sign
+:data:`~conformance.matrix.HYPER_RANGES`; one parameter per group and up to
+:data:`MAX_EXTRA_PARAMS` more, of shapes from 0-d and empty to 2-d, some of them
+sharing a shape, and in one scenario in :data:`LARGE_ONE_IN` a large one
+(:func:`large_shapes`); per parameter a stream kind (zeros, constants, sign
 flips, heavy tails, twelve decades in one tensor, ...), a gradient scale from
 1e-12 to 1e12, a memory layout (contiguous, transposed, strided), NaN and Inf
-injected, ``grad = None`` on some steps; and a learning rate change mid-stream.
+injected, exact zeros, subnormals and zero steps inside the stream
+(:data:`~conformance.streams.SPECIALS`), ``grad = None`` on some steps and a
+late first gradient; and a learning rate change mid-stream.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from hypothesis import strategies as st
 
 from conformance.matrix import HYPER_RANGES, MAX_GROUPS, Case
 from conformance.scenario import GroupSpec, ParamSpec, Scenario
-from conformance.streams import LAYOUTS, NONFINITE, STREAM_KINDS
+from conformance.streams import LAYOUTS, NONFINITE, SPECIALS, STREAM_KINDS
 
-__all__ = ["group_specs", "hyper_value", "param_specs", "scenarios", "shapes"]
+__all__ = ["group_specs", "hyper_value", "large_shapes", "param_specs", "scenarios", "shapes"]
 
 
 def hyper_value(name: str) -> st.SearchStrategy[float]:
@@ -51,8 +56,25 @@ def shapes(max_side: int = 48) -> st.SearchStrategy[tuple[int, ...]]:
     )
 
 
+def large_shapes() -> st.SearchStrategy[tuple[int, ...]]:
+    """Shapes of about 66000 to 140000 elements, 1-d or 2-d (3, 7 or 9 rows), every side odd.
+
+    Past Lucid's block sizes (65536 float32, 32768 float64 elements) and its
+    threading threshold (32768 elements), often past 1e5, where other
+    implementations chunk; odd, so every blocked or vectorised loop ends in a
+    partial block.
+    """
+    odd = st.integers(66001 // 2, 140001 // 2).map(lambda n: 2 * n + 1)
+    rows = st.sampled_from([3, 7, 9])
+    return st.one_of(st.tuples(odd), st.tuples(rows, odd).map(lambda rn: (rn[0], rn[1] // rn[0] | 1)))
+
+
+#: A parameter's first step with a gradient: mostly 0, sometimes late (torch creates the state then).
+_FIRST_STEPS = (0, 0, 0, 0, 1, 2, 3, 5, 8)
+
+
 def param_specs(n_groups: int, max_side: int = 48) -> st.SearchStrategy[ParamSpec]:
-    """Draw one parameter's shape, group, stream, layout and gaps."""
+    """Draw one parameter's shape, group, stream, layout, gaps, special values and first gradient."""
     return st.builds(
         ParamSpec,
         shape=shapes(max_side),
@@ -63,7 +85,38 @@ def param_specs(n_groups: int, max_side: int = 48) -> st.SearchStrategy[ParamSpe
         none_every=st.sampled_from([0, 0, 2, 3]),
         nonfinite=st.sampled_from(NONFINITE[:1] * 3 + NONFINITE[1:]),
         param_scale=st.sampled_from([1.0, 1e-3, 1e3]),
+        special=st.sampled_from(SPECIALS[:1] * 3 + SPECIALS[1:]),
+        first_step=st.sampled_from(_FIRST_STEPS),
     )
+
+
+#: Most parameters beyond one per group that a drawn scenario has.
+MAX_EXTRA_PARAMS = 12
+#: One drawn scenario in this many (on average) has a large parameter (:func:`large_shapes`).
+LARGE_ONE_IN = 8
+
+
+@st.composite
+def _param_list(draw: st.DrawFn, n_groups: int, steps: int, max_side: int) -> tuple[ParamSpec, ...]:
+    """Every group's first parameter, up to :data:`MAX_EXTRA_PARAMS` more, some of one shape, maybe a large one.
+
+    A parameter takes an earlier one's shape one time in four (state keyed by
+    shape, or buffers swapped between same-shaped parameters, then show in
+    lockstep).  The large parameter gets its first gradient within the last
+    two steps, so it costs one or two steps.
+    """
+    n_params = n_groups + draw(st.integers(0, MAX_EXTRA_PARAMS))
+    params = [draw(param_specs(n_groups, max_side)) for _ in range(n_params)]
+    # Every group gets at least one parameter.
+    params = [replace(p, group=i) if i < n_groups else p for i, p in enumerate(params)]
+    for i in range(1, n_params):
+        if draw(st.integers(0, 3)) == 3:  # shrinks towards distinct shapes
+            params[i] = replace(params[i], shape=params[draw(st.integers(0, i - 1))].shape)
+    if draw(st.integers(1, LARGE_ONE_IN)) == LARGE_ONE_IN:  # shrinks towards no large parameter
+        large = draw(param_specs(n_groups, max_side))
+        first = draw(st.integers(max(0, steps - 2), steps - 1))
+        params.insert(draw(st.integers(0, n_params)), replace(large, shape=draw(large_shapes()), first_step=first))
+    return tuple(params)
 
 
 @st.composite
@@ -83,17 +136,14 @@ def scenarios(
     """
     n_groups = draw(st.integers(1, MAX_GROUPS))
     groups = tuple(draw(group_specs()) for _ in range(n_groups))
-    n_params = draw(st.integers(n_groups, n_groups + 2))
-    params = [draw(param_specs(n_groups, max_side)) for _ in range(n_params)]
-    # Every group gets at least one parameter.
-    params = [ParamSpec(**{**vars(p), "group": i}) if i < n_groups else p for i, p in enumerate(params)]
     steps = draw(st.integers(min_steps, max_steps))
+    params = draw(_param_list(n_groups, steps, max_side))
     lr_change = draw(st.none() | st.tuples(st.integers(1, steps - 1), st.floats(-1, 1).map(lambda e: float(10.0**e))))
     seed = draw(st.integers(0, 2**32 - 1))
     return Scenario(
         case=case.id,
         groups=groups,
-        params=tuple(params),
+        params=params,
         steps=steps,
         seed=seed,
         lr_change=lr_change,

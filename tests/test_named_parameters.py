@@ -135,6 +135,17 @@ def test_serialization_refuses_names_that_are_not_strings(tmp_path) -> None:
     assert not (tmp_path / "bad.lucid").exists()
 
 
+def test_a_file_with_names_that_are_not_strings_is_refused(tmp_path, monkeypatch) -> None:
+    """Loading checks param_names too: a file written without the saver's check (as a hostile one may be)."""
+    sd = RMSprop(_Net().named_parameters()).state_dict()
+    sd["param_groups"][0]["param_names"] = ["weight", 3]
+    with monkeypatch.context() as patched:
+        patched.setattr(serialization, "_json_names", lambda value, where: list(value))
+        serialization.save_state_dict(sd, tmp_path / "crafted.lucid")
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['param_names'\]\[1\]: must be a string, found 3"):
+        serialization.load_state_dict(tmp_path / "crafted.lucid")
+
+
 @pytest.mark.parametrize(
     ("make", "error", "match"),
     [

@@ -25,13 +25,13 @@ from conformance.compare import LOCKSTEP_BOUND, Hyper
 from conformance.lockstep import LockstepResult
 from conformance.runners import LockstepPair
 from conformance.scenario import Scenario
-from conformance.streams import materialize
+from conformance.streams import as_real, materialize
 
 __all__ = ["run"]
 
 
 def _bits(x: NDArray[Any]) -> NDArray[Any]:
-    x = np.ascontiguousarray(x)
+    x = np.ascontiguousarray(as_real(x))  # complex: its parts' bits, so that NaN equals NaN there too
     return x.view(f"u{x.dtype.itemsize}") if x.dtype.kind == "f" else x
 
 

@@ -67,11 +67,25 @@ class Unfused(_Honest):
     mean_weight_is_alpha = False
 
     def _update(self, p: Any, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any], **changes: Any) -> None:
-        t = p.data.dtype.type
-        lr, a, eps, wd, mu = (t(group[k]) for k in ("lr", "alpha", "eps", "weight_decay", "momentum"))
         g = -grad if group["maximize"] else grad
-        if group["weight_decay"]:
-            g = g + wd * p.data
+        if group["weight_decay"]:  # complex: in complex arithmetic, as torch's foreach=False path
+            g = g + p.data.dtype.type(group["weight_decay"]) * p.data
+        buffers = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+        if not np.iscomplexobj(p.data):
+            return self._update_real(p.data, g, buffers, group)
+        # the rest on the (real, imaginary) parts, as torch's step on view_as_real
+        for part in ("real", "imag"):
+            self._update_real(
+                getattr(p.data, part), getattr(g, part), {k: getattr(v, part) for k, v in buffers.items()}, group
+            )
+        return None
+
+    def _update_real(
+        self, data: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], group: dict[str, Any]
+    ) -> None:
+        """The step after the decay on real arrays (views into the parameter and buffers, written in place)."""
+        t = data.dtype.type
+        lr, a, eps, mu = (t(group[k]) for k in ("lr", "alpha", "eps", "momentum"))
         v = state["square_avg"]
         v[...] = v * a + (t(1) - a) * g * g
         var = v
@@ -85,26 +99,31 @@ class Unfused(_Honest):
             buf = state["momentum_buffer"]
             if self.lr_inside:
                 buf[...] = buf * mu + lr * g / avg
-                p.data[...] = p.data - buf
+                data[...] = data - buf
             else:
                 buf[...] = buf * mu + g / avg
-                p.data[...] = p.data - lr * buf
+                data[...] = data - lr * buf
         else:
-            p.data[...] = p.data - lr * g / avg
+            data[...] = data - lr * g / avg
+
+
+#: The wider dtype :class:`WiderIntermediates` computes each narrow dtype in.
+_WIDER = {np.dtype(np.float32): np.float64, np.dtype(np.complex64): np.complex128}
 
 
 class WiderIntermediates(_Honest):
-    """LEGITIMATE: float32 computed in float64 and rounded once at the end (more accurate than torch)."""
+    """LEGITIMATE: float32 (complex64) computed in float64 (complex128), rounded once at the end (more accurate)."""
 
     def _update(self, p: Any, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any], **changes: Any) -> None:
-        if p.data.dtype != np.float32:
+        wider = _WIDER.get(p.data.dtype)
+        if wider is None:
             return super()._update(p, grad, state, group)
-        wide = {k: v.astype(np.float64) for k, v in state.items() if isinstance(v, np.ndarray)}
-        param = p.data.astype(np.float64)
+        wide = {k: v.astype(wider) for k, v in state.items() if isinstance(v, np.ndarray)}
+        param = p.data.astype(wider)
         h = {k: group[k] for k in _HYPER}
         rmsprop_update(
             param,
-            grad.astype(np.float64),
+            grad.astype(wider),
             wide["square_avg"],
             wide.get("grad_avg") if h["centered"] else None,
             wide.get("momentum_buffer") if h["momentum"] > 0 else None,

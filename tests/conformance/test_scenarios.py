@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from conformance.matrix import DEVICES, HYPER_RANGES, IMPLS, case_by_id, cases
+from conformance.matrix import CASE_DTYPES, DEVICES, HYPER_RANGES, IMPLS, case_by_id, cases
 from conformance.scenario import GroupSpec, ParamSpec, Scenario
 from conformance.strategies import scenarios
 from conformance.streams import copy_layout, materialize
@@ -15,8 +15,8 @@ CASE = cases("cpu")[0]
 
 
 def test_matrix_is_the_full_product() -> None:
-    assert len(cases()) == 16 * 2 * sum(len(IMPLS[d]) for d in DEVICES) == 128
-    assert len({c.id for c in cases()}) == 128
+    assert len(cases()) == 16 * len(CASE_DTYPES) * sum(len(IMPLS[d]) for d in DEVICES) == 256
+    assert len({c.id for c in cases()}) == 256
     assert all(c.impl.capturable and c.impl.tensor_lr for c in cases("cuda"))
     assert case_by_id(CASE.id) == CASE
     with pytest.raises(KeyError, match="no case 'nope'"):
