@@ -64,6 +64,23 @@ def tensor_probe(case: Case, seed: int = 0) -> Scenario:
     )
 
 
+#: The sign probe's hyperparameters: every one a power of two or 1 - a power of two, exact in
+#: every dtype, so rounding them to the dtype (torch does, an implementation in a wider type
+#: does not) is exact and leaves no systematic error of its own (:mod:`conformance.checks.sign`).
+SIGN_GROUP = GroupSpec(lr=2.0**-10, alpha=1 - 2.0**-3, eps=2.0**-27, momentum=1 - 2.0**-3, weight_decay=2.0**-10)
+
+
+#: The free run's large parameter, for the growth check's sign counts: 1023 elements (not a
+#: multiple of any power of two above 1), 6/sqrt(n) = 0.18 with the other two's 48.
+GROWTH_SHAPE = (1023,)
+#: The free run's param groups: the lockstep probe's values made exact in every dtype (the
+#: growth check judges only such constants), and its lr change a factor of 1/4.
+FREE_RUN_GROUPS = (
+    GroupSpec(lr=2.0**-7, alpha=1 - 2.0**-3, eps=2.0**-27, momentum=1 - 2.0**-3, weight_decay=2.0**-7),
+    GroupSpec(lr=2.0**-8, alpha=0.75, eps=2.0**-20, momentum=0.5, weight_decay=2.0**-10),
+)
+
+
 def probe_scenarios(case: Case, seed: int = 0) -> list[Scenario]:
     """Return the fixed battery of one case: a lockstep + state_dict probe, a free run and a sign probe."""
     groups = (
@@ -87,21 +104,25 @@ def probe_scenarios(case: Case, seed: int = 0) -> list[Scenario]:
     )
     freerun = Scenario(
         case=case.id,
-        groups=groups,
+        groups=FREE_RUN_GROUPS,
         params=(
             ParamSpec(shape=(33,), group=0, kind="normal", scale=1.0),
             ParamSpec(shape=(3, 5), group=1, kind="signflip", scale=1e-3),
+            ParamSpec(shape=GROWTH_SHAPE, group=0, kind="normal", scale=1.0, param_scale=2.0**-4),
         ),
         steps=120,
         seed=seed + 1,
-        lr_change=(60, 0.3),
+        lr_change=(60, 0.25),
         checks=("freerun",),
         label="free run",
     )
     sign = Scenario(
         case=case.id,
-        groups=(GroupSpec(lr=1e-3, alpha=0.9, eps=1e-8, momentum=0.9, weight_decay=1e-3),),
-        params=(ParamSpec(shape=(2048,), kind="wide"), ParamSpec(shape=(2048,), kind="normal")),
+        groups=(SIGN_GROUP,),
+        params=(
+            ParamSpec(shape=(2048,), kind="wide"),
+            ParamSpec(shape=(2048,), kind="normal", param_scale=SIGN_GROUP.lr),
+        ),
         steps=8,
         seed=seed + 2,
         checks=("sign",),

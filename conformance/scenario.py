@@ -51,8 +51,8 @@ _ID_PREFIX = "v1-"
 #: Check families and the checks each produces (run by :mod:`conformance.checks`).
 FAMILIES: dict[str, tuple[str, ...]] = {
     "lockstep": ("lockstep", "nonfinite", "dtype"),
-    "freerun": ("freerun",),
-    "sign": ("sign",),
+    "freerun": ("freerun", "growth"),
+    "sign": ("sign", "magnitude"),
     "state_dict": ("state_dict", "torch_to_lucid", "lucid_to_torch", "lucid_roundtrip"),
     "contract": (
         "contract_positional",
