@@ -3,11 +3,10 @@
 Each mutant runs through the probes ``python -m conformance check`` runs, on
 one case where its bias exists (a momentum-buffer bias needs momentum, a
 float64-only bias a float64 case); the test fails if it survives or if the
-check named for it does not fail.  Every one of them is within the lockstep
-and free-running max-error bounds on every step (``freerun`` and ``lockstep``
-pass for all but the parameter-rounding ones' NaN-free cases, see the docs), so
-only the sign family's ``sign`` / ``magnitude`` and the free run's ``growth``
-can see them.  The honest variants must pass both statistics on every case.
+check named for it does not fail.  Every one of them stays within the
+free-running max-error bound there (asserted), so only the sign family's
+``sign`` / ``magnitude`` and the free run's ``growth`` see them.  The honest
+variants must pass those statistics on every flag combination.
 """
 
 from __future__ import annotations
