@@ -56,6 +56,12 @@ def mutmut_results(root: Path) -> Iterator[MutantResult]:
             yield MutantResult(name, path, status_by_exit_code[code])
 
 
+def saved_results(path: Path) -> Iterator[MutantResult]:
+    """Yield the mutants of a file written by ``--save``."""
+    for r in json.loads(path.read_text()):
+        yield MutantResult(**r)
+
+
 def kernel_results(root: Path) -> Iterator[MutantResult]:
     """Yield the kernel mutants :mod:`mutation.kernel` ran, if it has."""
     results = root / "mutation" / "results" / "kernel.json"
@@ -91,9 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mutation.report", description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="where mutants/ and mutation/ are")
     parser.add_argument("--survivors", type=Path, help="write the survivors (name, status, change, class) here")
+    parser.add_argument("--save", type=Path, help="write every mutant's status (JSON) here, to report it later")
+    parser.add_argument("--results", type=Path, help="report a file written by --save instead of DIR's results")
     args = parser.parse_args(argv)
 
-    results = [*mutmut_results(args.root), *kernel_results(args.root)]
+    if args.results:
+        results = list(saved_results(args.results))
+    else:
+        results = [*mutmut_results(args.root), *kernel_results(args.root)]
+    if args.save:
+        args.save.write_text(json.dumps([r.__dict__ for r in results], indent=0) + "\n")
     classes = json.loads(CLASSIFICATION_FILE.read_text()) if CLASSIFICATION_FILE.exists() else {}
     equivalent = {name for name, c in classes.items() if c["class"] == "equivalent"}
     statuses = ("killed", "survived", "no tests", "timeout")
