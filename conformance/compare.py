@@ -9,7 +9,10 @@ terms that form it.  With :math:`G = |g| + \lambda|\theta|` (the terms of the
 decayed gradient) the scales are
 
 * square_avg:      :math:`S_v = \alpha|v_0| + (1-\alpha) G^2`
-* grad_avg:        :math:`S_{\bar g} = \alpha|\bar g_0| + (1-\alpha) G`
+* grad_avg:        :math:`S_{\bar g} = |\bar g_0| + (1-\alpha) G` (``lerp`` is
+  :math:`\bar g_0 + w (g - \bar g_0)`, :math:`w = 1 - \alpha`: its first term
+  enters whole, whichever way it is rounded; at :math:`\alpha = 0` an honest
+  ``ga + 1 * (g - ga)`` is :math:`u |\bar g_0|` from :math:`g`)
 * update q = g/a:  :math:`S_q = (G / a)(1 + \kappa)`, with
   :math:`\kappa = v / (v - \bar g^2)` in centered mode (the cancellation in
   the variance amplifies relative error by :math:`\kappa`) and 1 otherwise
@@ -82,6 +85,17 @@ class StepScales:
     #: ``(1 + kappa) / avg``: how strongly the update ``q = g / avg`` responds to a
     #: change in the decayed gradient (bounds error feedback through weight decay).
     sensitivity: NDArray[np.float64] | None = None
+    #: Centered mode: the elements whose variance ``v - grad_avg^2`` is within the
+    #: honest rounding of ``v`` and ``grad_avg`` of zero (:func:`step_scales`); there
+    #: its sign is rounding noise, so NaN (a negative root) on one side and a finite
+    #: value on the other are both honest.
+    cancelled: NDArray[np.bool_] | None = None
+    #: Centered mode with ``alpha <= 1/2``: the elements whose decayed gradient is
+    #: infinite.  torch's ``lerp_`` computes ``g - (g - ga) * alpha`` there (its branch
+    #: for weights from 1/2 up), which is ``inf - inf = NaN``, where ``ga + w (g - ga)``
+    #: is the infinity: grad_avg's NaN-or-Inf there is the formula's, not the step's
+    #: (the parameter is NaN either way, through ``v - ga^2``).
+    lerp_nonfinite: NDArray[np.bool_] | None = None
 
 
 def step_scales(
@@ -103,14 +117,20 @@ def step_scales(
         v0 = np.abs(state0.get("square_avg", np.zeros_like(param0)).astype(f))
         v1 = state1["square_avg"].astype(f)
         s_v = hyper.alpha * v0 + (1 - hyper.alpha) * G * G
-        s_ga = None
+        s_ga = cancelled = lerp_nonfinite = None
         if hyper.centered:
             ga0 = np.abs(state0.get("grad_avg", np.zeros_like(param0)).astype(f))
             ga1 = state1["grad_avg"].astype(f)
-            s_ga = hyper.alpha * ga0 + (1 - hyper.alpha) * G
+            s_ga = ga0 + (1 - hyper.alpha) * G  # lerp_: ga + w (g - ga), ga's magnitude at weight 1
             var = v1 - ga1 * ga1
-            kappa = np.where(var > 0, np.abs(v1) / var, np.inf)
+            # Each side's v and grad_avg are within LOCKSTEP_BOUND / 2 roundings of their scales,
+            # so its variance within that of u (S_v + 2 |grad_avg| S_ga): no conditioning is left
+            # below twice that (alpha = 0 gives v = g^2 and grad_avg = g, a variance of exactly 0).
+            u = unit_roundoff(param0.dtype)
+            cancelled = var <= LOCKSTEP_BOUND * u * (s_v + 2 * np.abs(ga1) * s_ga)
+            kappa = np.where(cancelled, np.inf, np.abs(v1) / np.where(cancelled, 1.0, var))
             root = np.sqrt(np.maximum(var, 0))
+            lerp_nonfinite = np.isinf(G) if hyper.alpha <= 0.5 else None
         else:
             kappa = np.ones_like(v1)
             root = np.sqrt(np.abs(v1))
@@ -123,7 +143,15 @@ def step_scales(
             s_p = p0 + hyper.lr * s_b
         else:
             s_p = p0 + hyper.lr * s_q
-    return StepScales(square_avg=s_v, grad_avg=s_ga, momentum_buffer=s_b, param=s_p, sensitivity=sensitivity)
+    return StepScales(
+        square_avg=s_v,
+        grad_avg=s_ga,
+        momentum_buffer=s_b,
+        param=s_p,
+        sensitivity=sensitivity,
+        cancelled=cancelled,
+        lerp_nonfinite=lerp_nonfinite,
+    )
 
 
 def normalised_error(

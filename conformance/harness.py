@@ -14,9 +14,13 @@ scenario comes with the one-line command that replays it (:func:`replay_command`
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 
 from conformance.candidates import DEFAULT_CANDIDATE, load_candidate
 from conformance.checks import CheckOutcome, run_checks
@@ -27,11 +31,13 @@ from conformance.search import SearchSummary, search_budget, search_case
 
 __all__ = [
     "DEFAULT_CANDIDATE",
+    "CandidateCrashedError",
     "CandidateReport",
     "ScenarioResult",
     "check_candidate",
     "probe_scenarios",
     "replay_command",
+    "usable_cpus",
 ]
 
 
@@ -47,6 +53,8 @@ class ScenarioResult:
 
     scenario: Scenario
     outcomes: list[CheckOutcome]
+    #: Drawn by the Hypothesis search (False: one of the fixed probes).
+    drawn: bool = False
 
     @property
     def failed(self) -> list[CheckOutcome]:
@@ -86,6 +94,65 @@ class CandidateReport:
         return lines
 
 
+class CandidateCrashedError(RuntimeError):
+    """A worker process running the candidate died (a crash in native code, killed for memory, ...)."""
+
+
+def usable_cpus() -> int:
+    """Return how many CPUs this process may run on (its affinity mask, where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def shippable(cls: type) -> bool:
+    """Whether a worker process can import ``cls`` by its module and name (not ``__main__``, not a local class)."""
+    return cls.__module__ != "__main__" and "<locals>" not in cls.__qualname__
+
+
+def case_results(cls: type, case: Case, seed: int, examples: int) -> list[ScenarioResult]:
+    """Run ``case``'s probes and, with ``examples``, that many drawn scenarios; return the results."""
+    results = [ScenarioResult(scenario, run_checks(scenario, cls)) for scenario in probe_scenarios(case, seed)]
+    if examples:
+        bad = search_case(case, lambda s: run_checks(s, cls), examples=examples, seed=seed)
+        if bad is not None:
+            results.append(ScenarioResult(bad, run_checks(bad, cls), drawn=True))
+    return results
+
+
+def search_share(cls: type, cases: list[Case], budget: float, seed: int) -> SearchSummary:
+    """Run the budgeted search over ``cases`` (one worker's share)."""
+    return search_budget(cases, lambda s: run_checks(s, cls), budget=budget, seed=seed)
+
+
+def _worker_init() -> None:
+    import torch
+
+    # One thread per worker: the workers already use every CPU, and torch's
+    # elementwise kernels give the same results on any thread count.
+    torch.set_num_threads(1)
+
+
+def _merge(shares: list[SearchSummary]) -> SearchSummary:
+    return SearchSummary(
+        scenarios=sum(s.scenarios for s in shares),
+        rounds=sum(s.rounds for s in shares),
+        seconds=max((s.seconds for s in shares), default=0.0),
+        found=[f for s in shares for f in s.found],
+    )
+
+
+def _gather(future: Future, what: str) -> object:  # type: ignore[type-arg]
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise CandidateCrashedError(
+            f"a worker process died while running the candidate on {what} (a crash in native code, or killed); "
+            "rerun with --jobs 1 to see where"
+        ) from None
+
+
 def check_candidate(
     optimizer: str | type,
     *,
@@ -94,6 +161,7 @@ def check_candidate(
     examples: int = 0,
     budget: float = 0.0,
     seed: int = 0,
+    jobs: int = 1,
     progress: Callable[[str], None] | None = None,
     selected: Iterable[Case] | None = None,
 ) -> CandidateReport:
@@ -112,35 +180,67 @@ def check_candidate(
         Hypothesis-drawn scenarios per case, after the probes (0: none); the same
         scenarios on every machine.
     budget : float
-        Seconds of Hypothesis search across every selected case after the probes
-        (0: none; :func:`conformance.search.search_budget`).  Ignored when ``examples`` is given.
+        Seconds of Hypothesis search after the probes (0: none;
+        :func:`conformance.search.search_budget`).  Ignored when ``examples`` is given.
+        With several ``jobs`` each worker searches its share of the cases (every
+        ``jobs``-th case) for the whole budget, seeded from ``seed`` and its share.
     seed : int
         Seed of the probes' streams and of the Hypothesis search.
+    jobs : int
+        Worker processes (1: everything in this process).  The probes' verdicts
+        do not depend on it; the drawn scenarios do (each share has its own seed).
+        A class that a worker cannot import (defined in ``__main__`` or in a
+        function) runs in this process.
     progress : callable, optional
-        Called with one line per finished case and per search round.
+        Called with one line per finished case (and, with one job, per search round).
     selected : iterable of Case, optional
         Run exactly these cases (overrides ``device`` and ``case_filter``).
+
+    Raises
+    ------
+    CandidateCrashedError
+        If a worker process died while running the candidate.
     """
     name = optimizer if isinstance(optimizer, str) else f"{optimizer.__module__}:{optimizer.__qualname__}"
     cls = load_candidate(optimizer) if isinstance(optimizer, str) else optimizer
     report = CandidateReport(name)
     chosen = list(selected) if selected is not None else select_cases(case_filter, device)
-
-    def check(scenario: Scenario) -> list[CheckOutcome]:
-        return run_checks(scenario, cls)
-
-    for case in chosen:
-        for scenario in probe_scenarios(case, seed):
-            report.results.append(ScenarioResult(scenario, check(scenario)))
-            report.probes += 1
-        if examples:
-            bad = search_case(case, check, examples=examples, seed=seed)
-            if bad is not None:
-                report.results.append(ScenarioResult(bad, check(bad)))
-        if progress is not None:
-            failed = sum(1 for r in report.results if r.scenario.case == case.id and r.failed)
-            progress(f"{case.id}: {'ok' if not failed else f'{failed} scenario(s) FAIL'}")
-    if budget > 0 and not examples:
-        report.search = search_budget(chosen, check, budget=budget, seed=seed, progress=progress)
-        report.results += [ScenarioResult(f.scenario, f.outcomes) for f in report.search.found]
+    search = budget > 0 and not examples
+    jobs = max(1, min(jobs, len(chosen)))
+    if jobs == 1 or not shippable(cls):
+        per_case = (case_results(cls, case, seed, examples) for case in chosen)
+        _absorb(report, chosen, per_case, progress)
+        if search:
+            report.search = search_budget(
+                chosen, lambda s: run_checks(s, cls), budget=budget, seed=seed, progress=progress
+            )
+    else:
+        # spawn, not fork: a forked child of a process whose OpenMP runtime (torch's) has run can hang.
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init)
+        try:
+            futures = [pool.submit(case_results, cls, case, seed, examples) for case in chosen]
+            _absorb(report, chosen, (_gather(f, case.id) for f, case in zip(futures, chosen)), progress)
+            if search:
+                shares = [
+                    pool.submit(search_share, cls, chosen[i::jobs], budget, seed * 65_537 + i) for i in range(jobs)
+                ]
+                report.search = _merge([_gather(f, "the search") for f in shares])  # type: ignore[misc]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if report.search is not None:
+        report.results += [ScenarioResult(f.scenario, f.outcomes, drawn=True) for f in report.search.found]
     return report
+
+
+def _absorb(
+    report: CandidateReport,
+    chosen: list[Case],
+    per_case: Iterable[list[ScenarioResult]],
+    progress: Callable[[str], None] | None,
+) -> None:
+    for case, results in zip(chosen, per_case):
+        report.results += results
+        report.probes += sum(1 for r in results if not r.drawn)
+        if progress is not None:
+            failed = sum(1 for r in results if r.failed)
+            progress(f"{case.id}: {'ok' if not failed else f'{failed} scenario(s) FAIL'}")

@@ -3,15 +3,17 @@
 Each probe is chosen to make a check bite (small gradients where eps matters,
 two param groups, a gradient that is None on some steps, a NaN, an lr change,
 a transposed and a strided gradient; a 120-step free run; the sign-test
-probe).  Drawn scenarios (:mod:`conformance.strategies`) search around them.
+probe; boundary hyperparameters, every one of them changed mid-run, and
+hand-overs into optimizers built otherwise: :func:`hyper_probe`).  Drawn
+scenarios (:mod:`conformance.strategies`) search around them.
 """
 
 from __future__ import annotations
 
 from conformance.matrix import Case
-from conformance.scenario import GroupSpec, ParamSpec, Scenario
+from conformance.scenario import GroupSpec, HyperChange, ParamSpec, Scenario
 
-__all__ = ["probe_scenarios", "tensor_probe"]
+__all__ = ["hyper_probe", "probe_scenarios", "tensor_probe"]
 
 #: The tensor probe's large parameter: 100023 elements, past every block, chunk and thread
 #: threshold of Lucid's fast step (flat packs below 8192 elements, blocks of 65536 float32 /
@@ -20,11 +22,11 @@ __all__ = ["probe_scenarios", "tensor_probe"]
 #: step only (its first, late): measured on the loaded 2-core machine, the probe then costs
 #: about 1 s per case instead of 2-6 s with two steps.
 LARGE_SHAPE = (3, 33341)
-
-
 #: For complex cases: 50013 elements, 100026 real values in torch's ``view_as_real`` (where an
 #: implementation that chunks the real view cuts them), half the cost of :data:`LARGE_SHAPE`.
 LARGE_SHAPE_COMPLEX = (3, 16671)
+
+
 def tensor_probe(case: Case, seed: int = 0) -> Scenario:
     """Return the lockstep + state_dict probe of the tensors that implementations get wrong.
 
@@ -44,9 +46,9 @@ def tensor_probe(case: Case, seed: int = 0) -> Scenario:
         GroupSpec(lr=3e-3, alpha=0.75, eps=1e-6, momentum=0.5, weight_decay=1e-3),
     )
     steps = 12
+    large = LARGE_SHAPE_COMPLEX if case.np_dtype.kind == "c" else LARGE_SHAPE
     return Scenario(
         case=case.id,
-    large = LARGE_SHAPE_COMPLEX if case.np_dtype.kind == "c" else LARGE_SHAPE
         groups=groups,
         params=(
             ParamSpec(shape=large, group=0, special="zeros", nonfinite="mixed", first_step=steps - 1),
@@ -134,4 +136,51 @@ def probe_scenarios(case: Case, seed: int = 0) -> list[Scenario]:
         checks=("sign",),
         label="sign probe",
     )
-    return [lockstep, freerun, sign, tensor_probe(case, seed)]
+    return [lockstep, freerun, sign, tensor_probe(case, seed), hyper_probe(case, seed + 4)]
+
+
+def hyper_probe(case: Case, seed: int = 0) -> Scenario:
+    """Return the hyperparameter probe of ``case``: boundary values, every hyperparameter changed, hand-overs.
+
+    Two groups at the edges of the ranges: group 0 with ``alpha = 0.3`` (torch's
+    ``lerp`` weight 0.7, its second branch) and ``eps = 0``; group 1 with
+    ``alpha = 1 - 1e-6`` (the weight ``1 - alpha`` is a cancellation) and
+    momentum and weight decay at 0 inside a case that switches them on.  Before
+    the state_dict family's save (step 4 of 8) alpha, eps, lr (scaled), momentum
+    and weight decay change (momentum and weight decay only where the case has
+    them on, from 0 to a value where torch allows it); after it lr goes to 0 and
+    back, alpha to 0 and to 1 and eps from 0.  Group 0 starts with a parameter
+    that never gets a gradient (no state: saved state_dicts lack its index) and
+    has two parameters of one shape, which ``reordered_load`` swaps.
+    """
+    on_m, on_wd = case.flags.momentum > 0, case.flags.weight_decay > 0
+    schedule = [
+        HyperChange(2, "alpha", 0.95, 0),
+        HyperChange(2, "eps", 1e-8, 1),
+        HyperChange(3, "lr", 0.5, scale=True),
+        *([HyperChange(3, "momentum", 0.8, 0)] if on_m else []),
+        *([HyperChange(3, "weight_decay", 0.1, 0), HyperChange(3, "weight_decay", 1e-2, 1)] if on_wd else []),
+        HyperChange(5, "lr", 0.0, 1),
+        HyperChange(6, "lr", 1e-3, 1),
+        HyperChange(6, "alpha", 0.0, 0),
+        HyperChange(6, "alpha", 1.0, 1),
+        HyperChange(6, "eps", 1e-8, 0),
+    ]
+    return Scenario(
+        case=case.id,
+        groups=(
+            GroupSpec(lr=1e-2, alpha=0.3, eps=0.0, momentum=0.5, weight_decay=1e-2),
+            GroupSpec(lr=3e-3, alpha=1.0 - 1e-6, eps=1e-6, momentum=0.0, weight_decay=0.0),
+        ),
+        params=(
+            ParamSpec(shape=(7,), group=0, none_every=1),
+            ParamSpec(shape=(13,), group=0, kind="normal", scale=1.0),
+            ParamSpec(shape=(13,), group=0, kind="wide", scale=1.0),
+            ParamSpec(shape=(3, 5), group=1, kind="normal", scale=1e-3),
+            ParamSpec(shape=(), group=1, kind="signflip", scale=1.0),
+        ),
+        steps=8,
+        seed=seed,
+        schedule=tuple(schedule),
+        label="hyperparameter probe",
+    )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -12,6 +13,9 @@ from numpy.typing import NDArray
 import lucid
 from conformance.compare import Hyper
 from conformance.streams import as_real, copy_layout
+
+if TYPE_CHECKING:
+    from conformance.scenario import HyperChange
 
 __all__ = ["BUFFERS", "LockstepPair", "StepRecord"]
 
@@ -88,6 +92,10 @@ class LockstepPair:
     lr_factors : dict, optional
         ``{step: factor}``: :meth:`apply_schedule` multiplies every group's lr
         before those steps.
+    schedule : sequence of HyperChange, optional
+        Changes of any hyperparameter, per group
+        (:class:`~conformance.scenario.HyperChange`): :meth:`apply_schedule`
+        applies a step's changes, in order, after ``lr_schedule`` and ``lr_factors``.
     """
 
     def __init__(
@@ -104,10 +112,12 @@ class LockstepPair:
         tensor_lr: bool = False,
         lr_schedule: dict[int, float] | None = None,
         lr_factors: dict[int, float] | None = None,
+        schedule: Sequence[HyperChange] = (),
     ) -> None:
         optimizer_class = optimizer_class or lucid.optim.RMSprop
         self.lr_schedule = dict(lr_schedule or {})
         self.lr_factors = dict(lr_factors or {})
+        self.schedule = tuple(schedule)
         self.hyper = hyper
         self.device = device
         self.tensor_lr = tensor_lr
@@ -148,31 +158,59 @@ class LockstepPair:
         self.scale_lr(None, lr)
 
     def scale_lr(self, factor: float | None, lr: float | None = None) -> list[Hyper]:
-        """Multiply every group's lr by ``factor`` (or set it to ``lr``) on both sides.
+        """Multiply every group's lr by ``factor`` (or set it to ``lr``) on both sides; return :attr:`hypers`."""
+        if factor is None:
+            return self.change("lr", float(lr if lr is not None else self.hyper.lr))
+        return self.change("lr", factor, scale=True)
 
-        Returns the new :attr:`hypers`.  With a tensor lr, torch's tensor is
-        filled in place (as a captured scheduler must) and Lucid gets its value.
+    def change(self, name: str, value: float, group: int | None = None, *, scale: bool = False) -> list[Hyper]:
+        """Set hyperparameter ``name`` of ``group`` (every group when None) to ``value`` on both sides.
+
+        With ``scale`` the current value is multiplied by ``value`` instead.  The
+        change goes through each side's ``param_groups``, as a scheduler's does;
+        with a tensor lr, torch's tensor is filled in place (as a captured
+        scheduler must) and the candidate gets its value.  Returns the new
+        :attr:`hypers`.
         """
-        new = []
-        for h, tgroup, lgroup in zip(self.hypers, self.torch_opt.param_groups, self.lucid_opt.param_groups):
-            value = lr if factor is None else h.lr * factor
-            if self.tensor_lr:
-                tgroup["lr"].fill_(value)
-                value = float(tgroup["lr"].item())
+        new = list(self.hypers)
+        for k in range(len(new)) if group is None else (group,):
+            target = getattr(new[k], name) * value if scale else value
+            tgroup, lgroup = self.torch_opt.param_groups[k], self.lucid_opt.param_groups[k]
+            if name == "lr" and self.tensor_lr:
+                tgroup["lr"].fill_(target)
+                target = float(tgroup["lr"].item())
             else:
-                tgroup["lr"] = value
-            lgroup["lr"] = value
-            new.append(Hyper(**{**h.kwargs(), "lr": value}))
+                tgroup[name] = target
+            lgroup[name] = target
+            new[k] = replace(new[k], **{name: target})
         self.hypers = new
-        self.hyper = Hyper(**{**self.hyper.kwargs(), "lr": new[0].lr})
+        self.hyper = replace(self.hyper, **{name: getattr(new[0], name)})
         return new
 
+    def reload_hypers(self) -> list[Hyper]:
+        """Read every group's hyperparameters back from torch's ``param_groups`` into :attr:`hypers`.
+
+        After ``load_state_dict`` torch holds the saved groups' values, whatever
+        the optimizer was built with; the comparisons that follow must use those.
+        """
+
+        def number(value: Any) -> Any:
+            return float(value.item()) if isinstance(value, torch.Tensor) else value
+
+        names = [f.name for f in fields(Hyper)]
+        self.hypers = [Hyper(**{k: number(g[k]) for k in names}) for g in self.torch_opt.param_groups]
+        self.hyper = self.hypers[0]
+        return self.hypers
+
     def apply_schedule(self, step: int) -> None:
-        """Set, then scale, the learning rate before ``step`` as :attr:`lr_schedule` and :attr:`lr_factors` say."""
+        """Apply what is due before ``step``: :attr:`lr_schedule`, :attr:`lr_factors`, then :attr:`schedule`."""
         if step in self.lr_schedule:
             self.set_lr(self.lr_schedule[step])
         if step in self.lr_factors:
             self.scale_lr(self.lr_factors[step])
+        for c in self.schedule:
+            if c.step == step:
+                self.change(c.name, c.value, c.group, scale=c.scale)
 
     def sync_lucid_to_torch(self) -> None:
         """Copy torch's parameters and buffers into Lucid (in place), for a lockstep step."""

@@ -1,8 +1,8 @@
 """A scenario: everything one conformance example feeds both optimizers, as plain data.
 
 A :class:`Scenario` names its matrix case, its param groups' hyperparameters,
-its parameters' shapes, streams and layouts, the number of steps, a learning
-rate change and a seed.  The arrays themselves follow from it
+its parameters' shapes, streams and layouts, the number of steps, a schedule
+of hyperparameter changes (:class:`HyperChange`) and a seed.  The arrays themselves follow from it
 (:func:`conformance.streams.materialize`), so :meth:`Scenario.to_id` is a
 complete, replayable description: ``python -m conformance check --replay ID``
 runs exactly the same example again.
@@ -34,13 +34,16 @@ from conformance.streams import LAYOUTS, NONFINITE, SPECIALS, STREAM_KINDS
 
 __all__ = [
     "FAMILIES",
+    "MAX_CHANGES",
     "MAX_ELEMENTS",
     "MAX_ELEMENT_STEPS",
     "MAX_NESTING",
     "MAX_PARAMS",
     "MAX_STEPS",
     "MAX_TOKEN_BYTES",
+    "SCHEDULABLE",
     "GroupSpec",
+    "HyperChange",
     "ParamSpec",
     "Scenario",
     "ScenarioIdError",
@@ -53,7 +56,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "lockstep": ("lockstep", "nonfinite", "dtype"),
     "freerun": ("freerun", "growth"),
     "sign": ("sign", "magnitude"),
-    "state_dict": ("state_dict", "torch_to_lucid", "lucid_to_torch", "lucid_roundtrip"),
+    "state_dict": ("state_dict", "torch_to_lucid", "lucid_to_torch", "lucid_roundtrip", "reordered_load"),
     "contract": (
         "contract_positional",
         "contract_zero_grad",
@@ -79,6 +82,15 @@ _MAX_NDIM = 8
 #: Most bytes a token inflates to (the probes' are under 1 KiB), and the deepest nesting of its JSON (4).
 MAX_TOKEN_BYTES = 2**16
 MAX_NESTING = 8
+#: Most hyperparameter changes in one schedule.
+MAX_CHANGES = 64
+
+
+#: The hyperparameters a schedule may change mid-run, through ``param_groups``.  The
+#: flags cannot change: ``centered`` and ``momentum``'s on/off decide which buffers
+#: torch creates with a parameter's first state (it raises ``KeyError`` when a later
+#: step needs one it never made), and ``maximize``/``centered`` are axes of the case.
+SCHEDULABLE = ("lr", "alpha", "eps", "momentum", "weight_decay")
 
 
 class ScenarioIdError(ValueError):
@@ -94,6 +106,22 @@ class GroupSpec:
     eps: float = 1e-8
     momentum: float = 0.9
     weight_decay: float = 1e-2
+
+
+@dataclass(frozen=True)
+class HyperChange:
+    """Before step ``step``, set hyperparameter ``name`` of param group ``group`` to ``value``.
+
+    ``group=None`` changes every group; ``scale=True`` multiplies the current
+    value by ``value`` instead (as a learning-rate scheduler does).  Both sides,
+    torch and the candidate, see the change in their ``param_groups``.
+    """
+
+    step: int
+    name: str
+    value: float
+    group: int | None = None
+    scale: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,8 +153,11 @@ class Scenario:
     params: tuple[ParamSpec, ...] = (ParamSpec(),)
     steps: int = 12
     seed: int = 0
-    #: ``(step, factor)``: before that step every group's lr is multiplied by factor.
+    #: ``(step, factor)``: before that step every group's lr is multiplied by factor
+    #: (the schedule's first change at that step; kept so older replay ids load).
     lr_change: tuple[int, float] | None = None
+    #: Changes of any :data:`SCHEDULABLE` hyperparameter mid-run, per group.
+    schedule: tuple[HyperChange, ...] = ()
     #: Which check families run on it (:data:`conformance.checks.FAMILIES`).
     checks: tuple[str, ...] = ("lockstep", "state_dict")
     label: str = field(default="", compare=False)
@@ -160,6 +191,14 @@ class Scenario:
         return [self.hyper(i) for i in range(len(self.groups))]
 
     @property
+    def changes(self) -> tuple[HyperChange, ...]:
+        """Every change mid-run, in the order they apply: :attr:`lr_change` first, then :attr:`schedule` by step."""
+        if self.lr_change is None:
+            return tuple(sorted(self.schedule, key=lambda c: c.step))
+        step, factor = self.lr_change
+        return tuple(sorted((HyperChange(step, "lr", factor, scale=True), *self.schedule), key=lambda c: c.step))
+
+    @property
     def group_of(self) -> list[int]:
         """The group index of each parameter."""
         return [p.group for p in self.params]
@@ -168,6 +207,8 @@ class Scenario:
         """Return a compact, URL-safe string from which :meth:`from_id` rebuilds this scenario."""
         data = asdict(self)
         data.pop("label")
+        if not data["schedule"]:
+            data.pop("schedule")  # ids without a schedule stay as they were before it existed
         raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
         return _ID_PREFIX + base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
 
@@ -283,7 +324,10 @@ def _object(value: Any, name: str, known: set[str], required: AbstractSet[str] =
 
 def _group(value: Any, name: str) -> GroupSpec:
     data = _object(value, name, {f.name for f in fields(GroupSpec)})
-    return GroupSpec(**{key: _number(item, f"{name}.{key}", nonnegative=True) for key, item in data.items()})
+    spec = GroupSpec(**{key: _number(item, f"{name}.{key}", nonnegative=True) for key, item in data.items()})
+    if spec.alpha > 1:  # torch accepts it (every root is then NaN); Lucid refuses it
+        raise ScenarioIdError(f"{name}.alpha must be in [0, 1], got {_show(spec.alpha)}")
+    return spec
 
 
 def _param(value: Any, name: str, groups: int) -> ParamSpec:
@@ -316,9 +360,46 @@ def _param(value: Any, name: str, groups: int) -> ParamSpec:
     return ParamSpec(**checked)
 
 
+def _change(value: Any, name: str, groups: int, steps: int) -> HyperChange:
+    data = _object(value, name, {f.name for f in fields(HyperChange)}, {"step", "name", "value"})
+    scale = data.get("scale", False)
+    if not isinstance(scale, bool):
+        raise ScenarioIdError(f"{name}.scale must be true or false, got {_show(scale)}")
+    group = data.get("group")
+    return HyperChange(
+        step=_int(data["step"], f"{name}.step", 0, steps - 1),
+        name=_choice(data["name"], f"{name}.name", SCHEDULABLE),
+        value=_number(data["value"], f"{name}.value", positive=scale, nonnegative=True),
+        group=None if group is None else _int(group, f"{name}.group", 0, groups - 1),
+        scale=scale,
+    )
+
+
+def _check_schedule(case: Case, groups: tuple[GroupSpec, ...], changes: tuple[HyperChange, ...]) -> None:
+    """Refuse a schedule torch cannot follow, or that leaves the valid ranges (walked change by change)."""
+    flags = case.flags
+    current = [dict(asdict(g)) for g in groups]
+    for change in changes:
+        if change.name == "momentum" and not flags.momentum > 0:
+            raise ScenarioIdError(f"schedule: momentum cannot change in case {case.id} (its momentum is off)")
+        if change.name == "weight_decay" and not flags.weight_decay > 0:
+            raise ScenarioIdError(f"schedule: weight_decay cannot change in case {case.id} (its weight decay is off)")
+        for k in range(len(groups)) if change.group is None else (change.group,):
+            old = current[k][change.name]
+            new = old * change.value if change.scale else change.value
+            if not math.isfinite(new) or (change.name == "alpha" and new > 1):
+                raise ScenarioIdError(f"schedule: {change.name} of group {k} becomes {new!r} at step {change.step}")
+            if change.name == "momentum" and old == 0 and new > 0:
+                # torch made no momentum buffer while momentum was 0, and raises KeyError when it needs one.
+                raise ScenarioIdError(
+                    f"schedule: momentum of group {k} goes from 0 to {new!r} at step {change.step} (torch cannot)"
+                )
+            current[k][change.name] = new
+
+
 def _scenario(data: Any) -> Scenario:
     top = {f.name for f in fields(Scenario)} - {"label"}
-    data = _object(data, "the data", top, top)
+    data = _object(data, "the data", top, top - {"schedule"})
     if not isinstance(data["case"], str):
         raise ScenarioIdError(f"case must be a case id, got {_show(data['case'])}")
     try:
@@ -340,8 +421,23 @@ def _scenario(data: Any) -> Scenario:
     if lr_change is not None:
         pair = _list(lr_change, "lr_change", 2, 2)
         lr_change = (_int(pair[0], "lr_change step", 0, steps - 1), _number(pair[1], "lr_change factor", positive=True))
+    schedule = tuple(
+        _change(c, f"schedule[{i}]", len(groups), steps)
+        for i, c in enumerate(_list(data.get("schedule", []), "schedule", 0, MAX_CHANGES))
+    )
     listed = _list(data["checks"], "checks", 1, len(FAMILIES))
     checks = tuple(_choice(c, f"checks[{i}]", tuple(FAMILIES)) for i, c in enumerate(listed))
     if len(set(checks)) != len(checks):
         raise ScenarioIdError(f"checks repeat a family: {list(checks)}")
-    return Scenario(case=case, groups=groups, params=params, steps=steps, seed=seed, lr_change=lr_change, checks=checks)
+    scenario = Scenario(
+        case=case,
+        groups=groups,
+        params=params,
+        steps=steps,
+        seed=seed,
+        lr_change=lr_change,
+        schedule=schedule,
+        checks=checks,
+    )
+    _check_schedule(scenario.matrix_case, groups, scenario.changes)
+    return scenario

@@ -6,8 +6,9 @@ shrinks the description (fewer steps and parameters, simpler streams, smaller
 shapes) and every example replays from :meth:`Scenario.to_id`.
 
 What is drawn: 1 to :data:`~conformance.matrix.MAX_GROUPS` param groups, each
-with its own ``lr``, ``alpha``, ``eps``, ``momentum`` and ``weight_decay`` from
-:data:`~conformance.matrix.HYPER_RANGES`; one parameter per group and up to
+with its own ``lr``, ``alpha``, ``eps``, ``momentum`` and ``weight_decay`` over
+the whole of :data:`~conformance.matrix.HYPER_RANGES`, the boundary values of
+:data:`~conformance.matrix.HYPER_BOUNDARIES` a quarter of the time; one parameter per group and up to
 :data:`MAX_EXTRA_PARAMS` more, of shapes from 0-d and empty to 2-d, some of them
 sharing a shape, and in one scenario in :data:`LARGE_ONE_IN` a large one
 (:func:`large_shapes`); per parameter a stream kind (zeros, constants, sign
@@ -15,7 +16,8 @@ flips, heavy tails, twelve decades in one tensor, ...), a gradient scale from
 1e-12 to 1e12, a memory layout (contiguous, transposed, strided), NaN and Inf
 injected, exact zeros, subnormals and zero steps inside the stream
 (:data:`~conformance.streams.SPECIALS`), ``grad = None`` on some steps and a
-late first gradient; and a learning rate change mid-stream.
+late first gradient; and up to :data:`MAX_DRAWN_CHANGES` changes of any
+hyperparameter mid-run, per group or all groups (:func:`schedules`).
 """
 
 from __future__ import annotations
@@ -25,24 +27,79 @@ from dataclasses import replace
 
 from hypothesis import strategies as st
 
-from conformance.matrix import HYPER_RANGES, MAX_GROUPS, Case
-from conformance.scenario import GroupSpec, ParamSpec, Scenario
+from conformance.matrix import HYPER_BOUNDARIES, HYPER_LOG_FLOORS, HYPER_RANGES, MAX_GROUPS, Case
+from conformance.scenario import SCHEDULABLE, GroupSpec, HyperChange, ParamSpec, Scenario
 from conformance.streams import LAYOUTS, NONFINITE, SPECIALS, STREAM_KINDS
 
-__all__ = ["group_specs", "hyper_value", "large_shapes", "param_specs", "scenarios", "shapes"]
+__all__ = [
+    "MAX_DRAWN_CHANGES",
+    "group_specs",
+    "hyper_value",
+    "large_shapes",
+    "param_specs",
+    "scenarios",
+    "schedules",
+    "shapes",
+]
+
+#: Most hyperparameter changes a drawn schedule has.
+MAX_DRAWN_CHANGES = 3
 
 
 def hyper_value(name: str) -> st.SearchStrategy[float]:
-    """Draw hyperparameter ``name`` from its range in :data:`HYPER_RANGES`."""
+    """Draw hyperparameter ``name`` over its whole range in :data:`HYPER_RANGES`.
+
+    One draw in four is one of its :data:`HYPER_BOUNDARIES` (zero, alpha at both
+    ends and at 1/2), so the edges are hit with real probability, not only
+    when a continuous draw happens to land there; the rest is log-uniform from
+    :data:`HYPER_LOG_FLOORS` (``"log"`` spacing) or uniform over the range.
+    """
     low, high, spacing = HYPER_RANGES[name]
     if spacing == "log":
-        return st.floats(math.log10(low), math.log10(high)).map(lambda e: float(10.0**e))
-    return st.floats(low, high)
+        inner = st.floats(math.log10(HYPER_LOG_FLOORS[name]), math.log10(high)).map(lambda e: min(float(10.0**e), high))
+    else:
+        inner = st.floats(low, high)
+    return st.one_of(st.sampled_from(HYPER_BOUNDARIES[name]), inner, inner, inner)
 
 
 def group_specs() -> st.SearchStrategy[GroupSpec]:
     """Draw one param group's continuous hyperparameters."""
     return st.builds(GroupSpec, **{name: hyper_value(name) for name in HYPER_RANGES})
+
+
+@st.composite
+def schedules(draw: st.DrawFn, case: Case, groups: tuple[GroupSpec, ...], steps: int) -> tuple[HyperChange, ...]:
+    """Draw up to :data:`MAX_DRAWN_CHANGES` hyperparameter changes, each before one of steps 1..steps-1.
+
+    Any :data:`~conformance.scenario.SCHEDULABLE` hyperparameter the case uses
+    (momentum and weight decay only where its flag is on), of one group or all,
+    set to a value drawn as the groups' are, or (lr only) multiplied by a
+    factor from 0.1 to 10.  Momentum that is (or becomes) 0 stays 0: torch
+    creates no momentum buffer then and cannot start one later.
+    """
+    flags = case.flags
+    names = [n for n in SCHEDULABLE if not (n == "momentum" and flags.momentum == 0)]
+    names = [n for n in names if not (n == "weight_decay" and flags.weight_decay == 0)]
+    drawn = []
+    for _ in range(draw(st.integers(0, MAX_DRAWN_CHANGES)) if steps > 1 else 0):
+        step = draw(st.integers(1, steps - 1))
+        name = draw(st.sampled_from(names))
+        group = draw(st.none() | st.integers(0, len(groups) - 1))
+        if name == "lr" and draw(st.booleans()):
+            drawn.append(HyperChange(step, name, draw(st.floats(-1, 1).map(lambda e: float(10.0**e))), group, True))
+        else:
+            drawn.append(HyperChange(step, name, draw(hyper_value(name)), group))
+    momentum = [g.momentum for g in groups]
+    changes = []
+    for c in sorted(drawn, key=lambda c: c.step):
+        targets = range(len(groups)) if c.group is None else (c.group,)
+        if c.name == "momentum":
+            if any(momentum[k] == 0 for k in targets):
+                c = HyperChange(c.step, c.name, 0.0, c.group)
+            for k in targets:
+                momentum[k] = c.value
+        changes.append(c)
+    return tuple(changes)
 
 
 def shapes(max_side: int = 48) -> st.SearchStrategy[tuple[int, ...]]:
@@ -129,7 +186,7 @@ def scenarios(
     max_side: int = 48,
     checks: tuple[str, ...] = ("lockstep", "state_dict"),
 ) -> Scenario:
-    """Draw a scenario of ``case``: groups, parameters, streams, steps and an lr change.
+    """Draw a scenario of ``case``: groups, parameters, streams, steps and a schedule of changes.
 
     ``checks`` names the check families the scenario runs
     (:data:`conformance.checks.FAMILIES`).
@@ -138,7 +195,7 @@ def scenarios(
     groups = tuple(draw(group_specs()) for _ in range(n_groups))
     steps = draw(st.integers(min_steps, max_steps))
     params = draw(_param_list(n_groups, steps, max_side))
-    lr_change = draw(st.none() | st.tuples(st.integers(1, steps - 1), st.floats(-1, 1).map(lambda e: float(10.0**e))))
+    schedule = draw(schedules(case, groups, steps))
     seed = draw(st.integers(0, 2**32 - 1))
     return Scenario(
         case=case.id,
@@ -146,6 +203,6 @@ def scenarios(
         params=params,
         steps=steps,
         seed=seed,
-        lr_change=lr_change,
+        schedule=schedule,
         checks=checks,
     )

@@ -50,5 +50,5 @@ def pair_options(scenario: Scenario) -> dict[str, Any]:
         "group_of": scenario.group_of,
         "capturable": case.impl.capturable,
         "tensor_lr": case.impl.tensor_lr,
-        "lr_factors": {scenario.lr_change[0]: scenario.lr_change[1]} if scenario.lr_change else {},
+        "schedule": scenario.changes,
     }

@@ -1,17 +1,31 @@
 """The ``state_dict`` family: torch's layout, hand-overs both ways, and the candidate's own round trip.
 
 Checks: ``state_dict`` (layout, keys, ``step`` and hyperparameters equal
-torch's after the same steps), ``torch_to_lucid`` and ``lucid_to_torch``
-(state handed over mid-run through a file, restored exactly, and the next step
-agrees without re-syncing), ``lucid_roundtrip`` (save, load into a fresh
-optimizer through a pickle-free file, continue: bit-identical to an
-uninterrupted run).
+torch's after the same steps, schedule changes before the save included),
+``torch_to_lucid`` and ``lucid_to_torch`` (state handed over mid-run through a
+file, restored exactly, and the next step agrees without re-syncing),
+``lucid_roundtrip`` (save, load into a fresh optimizer through a pickle-free
+file, continue: bit-identical to an uninterrupted run) and ``reordered_load``
+(torch's state_dict, its indices relabelled, loaded into an optimizer whose
+same-shaped parameters come in another order).
+
+Every receiving optimizer is built with *other* hyperparameters than the
+saving one (:func:`other_hypers`): ``load_state_dict`` restores the saved
+param groups' values, in torch, so the continuation must use those.  torch
+maps saved state to parameters by position: the k-th index listed in the
+saved ``param_groups`` (flattened in group order) names the state of the
+k-th parameter of the loading optimizer, whatever the index's value and
+whichever parameter object sits there.  ``reordered_load`` asserts exactly
+that: the relabelled indices must be resolved through the saved lists (not
+used as positions), and the state follows the position (not the parameter).
 """
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +41,7 @@ from conformance.runners import LockstepPair
 from conformance.scenario import Scenario
 from conformance.streams import as_real, materialize
 
-__all__ = ["run"]
+__all__ = ["other_hypers", "reordering", "run"]
 
 
 def _bits(x: NDArray[Any]) -> NDArray[Any]:
@@ -97,6 +111,61 @@ def _continue(pair: LockstepPair, grads: Sequence[Sequence[Any]], start: int) ->
     return result
 
 
+def other_hypers(hypers: Sequence[Hyper]) -> list[Hyper]:
+    """Hyperparameters unlike each group's (same flags), to build an optimizer that then loads a state_dict.
+
+    Each value moves (``alpha`` across 1/2, so into torch's other ``lerp``
+    branch; ``momentum`` and ``weight_decay`` on even where the saving group
+    has them at 0): a candidate that keeps any of them through a load differs.
+    """
+    return [
+        replace(
+            h,
+            lr=h.lr * 3 + 1e-3,
+            alpha=0.3 if h.alpha >= 0.5 else 0.8,
+            eps=h.eps * 10 + 1e-7,
+            weight_decay=h.weight_decay * 2 + 1e-3,
+            momentum=0.2 if h.momentum >= 0.5 else 0.7,
+        )
+        for h in hypers
+    ]
+
+
+def reordering(scenario: Scenario) -> list[int] | None:
+    """Return a permutation of the parameters that moves only same-shaped ones within a group (None: none).
+
+    The parameters of the first group that has several of one shape come in
+    reverse order; every position keeps its shape and group, so torch's
+    positional mapping of saved state stays well-defined.
+    """
+    for k in range(len(scenario.groups)):
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, spec in enumerate(scenario.params):
+            if spec.group == k:
+                by_shape.setdefault(tuple(spec.shape), []).append(i)
+        for same in by_shape.values():
+            if len(same) > 1:
+                order = list(range(len(scenario.params)))
+                for position, source in zip(same, reversed(same)):
+                    order[position] = source
+                return order
+    return None
+
+
+def _relabelled(sd: dict[str, Any]) -> dict[str, Any]:
+    """``sd`` with every parameter index ``i`` renamed ``n - 1 - i``, in the groups' lists and the state alike.
+
+    For torch the same state_dict: indices are labels, resolved through the
+    saved ``param_groups``.  A loader that takes an index for a position
+    puts every entry on the wrong parameter.
+    """
+    n = sum(len(g["params"]) for g in sd["param_groups"])
+    return {
+        "state": {n - 1 - int(i): entry for i, entry in sd["state"].items()},
+        "param_groups": [{**g, "params": [n - 1 - int(i) for i in g["params"]]} for g in sd["param_groups"]],
+    }
+
+
 def _attempt(name: str, run: Callable[[], list[str]], ok_text: str) -> CheckOutcome:
     """Run one state_dict check; an exception from a broken candidate is that check's failure, not a crash."""
     try:
@@ -120,21 +189,26 @@ def _run_free_to(pair: LockstepPair, grads: Sequence[Sequence[Any]], stop: int) 
 
 
 def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
-    """Run the state_dict family on ``scenario``: layout, both hand-overs, the candidate's round trip."""
+    """Run the state_dict family on ``scenario``: layout, the hand-overs, the candidate's round trip."""
     params0, grads = materialize(scenario)
     options = pair_options(scenario)
     foreach = scenario.matrix_case.impl.foreach
     cls = optimizer_class or lucid.optim.RMSprop
     split = max(1, scenario.steps // 2)
+    other = other_hypers(scenario.hypers)
     out = []
 
-    def fresh(values: Sequence[NDArray[Any]]) -> LockstepPair:
-        return LockstepPair([np.array(v) for v in values], scenario.hypers[0], foreach, cls, **options)
+    def fresh(values: Sequence[NDArray[Any]], hypers: list[Hyper] | None = None, **changes: Any) -> LockstepPair:
+        chosen = {**options, "group_hypers": hypers or scenario.hypers, **changes}
+        return LockstepPair([np.array(v) for v in values], chosen["group_hypers"][0], foreach, cls, **chosen)
 
     with tempfile.TemporaryDirectory(prefix="conformance-") as tmp:
-        # 1. Layout, keys, step and hyperparameters against torch after the same steps.
+        # 1. Layout, keys, step and hyperparameters against torch after the same steps (and changes).
         pair = fresh(params0)
         _run_free_to(pair, grads, split)
+        # What torch holds at the split, copied: a loading torch optimizer aliases the tensors it is given.
+        torch_saved = copy.deepcopy(pair.torch_opt.state_dict())
+        torch_values = [p.detach().cpu().numpy().copy() for p in pair.torch_params]
         ours: dict[str, Any] | None = None
 
         def layout() -> list[str]:
@@ -144,18 +218,20 @@ def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
 
         out.append(_attempt("state_dict", layout, f"same layout as torch's after {split} steps"))
 
-        def handover(nxt: LockstepPair, after_load: list[str]) -> list[str]:
+        def handover(nxt: LockstepPair, after_load: list[str], stream: Sequence[Sequence[Any]] = grads) -> list[str]:
             """Problems after a mid-run load; if none, the continuation must agree (first step unsynced)."""
             if after_load:
                 return after_load
-            res = _continue(nxt, grads, split)
+            nxt.reload_hypers()
+            res = _continue(nxt, stream, split)
             return [] if res.passed(LOCKSTEP_BOUND) else [_continuation_problem(res)]
 
-        # 2. torch -> candidate mid-run, through torch.save / torch.load(weights_only=True).
+        # 2. torch -> candidate mid-run, through torch.save / torch.load(weights_only=True), into optimizers
+        #    built with other hyperparameters.
         def torch_to_lucid() -> list[str]:
-            loaded = statedict.to_numpy(statedict.torch_file_roundtrip(pair.torch_opt.state_dict(), tmp))
-            nxt = fresh([p.detach().cpu().numpy() for p in pair.torch_params])
-            nxt.torch_opt.load_state_dict(pair.torch_opt.state_dict())
+            loaded = statedict.to_numpy(statedict.torch_file_roundtrip(torch_saved, tmp))
+            nxt = fresh(torch_values, other)
+            nxt.torch_opt.load_state_dict(copy.deepcopy(torch_saved))
             nxt.lucid_opt.load_state_dict(loaded)
             diff = _compare_state_dicts(nxt.lucid_opt.state_dict(), loaded, bitwise=True)
             return handover(nxt, [f"after load: {p}" for p in diff])
@@ -169,7 +245,7 @@ def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
             if ours is None:
                 raise RuntimeError("the candidate's state_dict() failed")
             mine = statedict.lucid_file_roundtrip(ours, tmp)
-            nxt = fresh([p.data for p in pair.lucid_params])
+            nxt = fresh([p.data for p in pair.lucid_params], other)
             nxt.lucid_opt.load_state_dict(mine)
             handed = statedict.torch_file_roundtrip(statedict.to_torch(mine, options["device"]), tmp)
             nxt.torch_opt.load_state_dict(_torch_only_keys(handed, nxt.torch_opt))
@@ -190,7 +266,7 @@ def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
             part = fresh(params0)
             _run_lucid(part, grads, 0, split)
             saved = statedict.lucid_file_roundtrip(part.lucid_opt.state_dict(), tmp)
-            resumed = fresh([p.data for p in part.lucid_params])
+            resumed = fresh([p.data for p in part.lucid_params], other)
             resumed.lucid_opt.load_state_dict(saved)
             _run_lucid(resumed, grads, split, len(grads))
             problems = [
@@ -203,13 +279,42 @@ def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
             )
 
         out.append(_attempt("lucid_roundtrip", lucid_roundtrip, f"saved at step {split}, resumed bit for bit"))
+
+        # 5. torch's state_dict, indices relabelled, into optimizers whose same-shaped parameters are reordered.
+        order = reordering(scenario)
+
+        def reordered_load() -> list[str]:
+            assert order is not None
+            relabelled = _relabelled(torch_saved)
+            nxt = fresh([torch_values[i] for i in order], other, group_of=[scenario.group_of[i] for i in order])
+            nxt.torch_opt.load_state_dict(copy.deepcopy(relabelled))
+            nxt.lucid_opt.load_state_dict(statedict.to_numpy(statedict.torch_file_roundtrip(relabelled, tmp)))
+            diff = _compare_state_dicts(
+                nxt.lucid_opt.state_dict(), statedict.to_numpy(nxt.torch_opt.state_dict()), bitwise=True
+            )
+            stream = [[step[i] for i in order] for step in grads]
+            return handover(nxt, [f"after load: {p}" for p in diff], stream)
+
+        if order is None:
+            out.append(CheckOutcome("reordered_load", True, "not judged: no group has two parameters of one shape"))
+        else:
+            swapped = [i for i, j in enumerate(order) if i != j]
+            out.append(
+                _attempt(
+                    "reordered_load",
+                    reordered_load,
+                    f"relabelled indices, parameters {swapped} reordered: state followed the position as in torch",
+                )
+            )
     return out
 
 
 def _run_lucid(pair: LockstepPair, grads: Sequence[Sequence[Any]], start: int, stop: int) -> None:
-    factors = pair.lr_factors
+    """Step the candidate alone from ``start`` to ``stop``, applying the pair's schedule to its groups only."""
+    groups = pair.lucid_opt.param_groups
     for step in range(start, stop):
-        if step in factors:  # the lr the schedule would set; Lucid side only
-            for group in pair.lucid_opt.param_groups:
-                group["lr"] = group["lr"] * factors[step]
+        for c in pair.schedule:
+            if c.step == step:
+                for k in range(len(groups)) if c.group is None else (c.group,):
+                    groups[k][c.name] = groups[k][c.name] * c.value if c.scale else c.value
         _feed(pair.lucid_params, pair.lucid_opt, grads[step])

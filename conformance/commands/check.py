@@ -26,7 +26,8 @@ Exit status: 0 when every check passed, 1 when a check failed (each failure is
 printed with the check's name, the oracle's verdict where there is one, and the
 command that replays it), 2 for bad usage (an unimportable candidate, a
 ``--cases`` filter that selects no case, a corrupt or out-of-bounds replay id,
-a device that is not there), 130 on Ctrl-C.
+a device that is not there), 3 when the candidate could not run (a worker
+process running it died), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -81,7 +82,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from conformance.candidates import load_candidate
     from conformance.checks import DeviceUnavailableError, require_device, run_checks
-    from conformance.harness import CandidateReport, ScenarioResult, check_candidate, replay_command
+    from conformance.harness import (
+        CandidateCrashedError,
+        CandidateReport,
+        ScenarioResult,
+        check_candidate,
+        replay_command,
+        usable_cpus,
+    )
     from conformance.matrix import describe_no_match, select_cases
     from conformance.scenario import Scenario
 
@@ -109,14 +117,19 @@ def _run(args: argparse.Namespace) -> int:
         for outcome in report.results[0].outcomes:
             print(f"  {outcome}")
     else:
-        report = check_candidate(
-            candidate,
-            examples=args.examples,
-            budget=args.budget,
-            seed=args.seed,
-            progress=print if args.verbose else None,
-            selected=selected,
-        )
+        try:
+            report = check_candidate(
+                candidate,
+                examples=args.examples,
+                budget=args.budget,
+                seed=args.seed,
+                jobs=args.jobs or usable_cpus(),
+                progress=print if args.verbose else None,
+                selected=selected,
+            )
+        except CandidateCrashedError as err:
+            print(f"error: the candidate could not run: {err}", file=sys.stderr)
+            return 3
         report.optimizer = args.optimizer
     elapsed = time.perf_counter() - started
     if report.search is not None:
@@ -177,6 +190,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_nonnegative,
         default=0,
         help="draw exactly this many scenarios per case after the probes, instead of --budget (default 0)",
+    )
+    cmd.add_argument(
+        "--jobs",
+        type=_nonnegative,
+        default=0,
+        help="worker processes, each case's probes and a share of the search in one (default 0: one per usable CPU; "
+        "1: all in this process)",
     )
     cmd.add_argument("--seed", type=_nonnegative, default=0, help="seed of the probes and the search (default 0)")
     cmd.add_argument("-v", "--verbose", action="store_true", help="print one line per case")

@@ -71,13 +71,14 @@ class Unfused(_Honest):
         if group["weight_decay"]:  # complex: in complex arithmetic, as torch's foreach=False path
             g = g + p.data.dtype.type(group["weight_decay"]) * p.data
         buffers = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
-        if not np.iscomplexobj(p.data):
-            return self._update_real(p.data, g, buffers, group)
-        # the rest on the (real, imaginary) parts, as torch's step on view_as_real
-        for part in ("real", "imag"):
-            self._update_real(
-                getattr(p.data, part), getattr(g, part), {k: getattr(v, part) for k, v in buffers.items()}, group
-            )
+        with np.errstate(all="ignore"):  # NaN and Inf propagate silently, as in torch
+            if not np.iscomplexobj(p.data):
+                return self._update_real(p.data, g, buffers, group)
+            # the rest on the (real, imaginary) parts, as torch's step on view_as_real
+            for part in ("real", "imag"):
+                self._update_real(
+                    getattr(p.data, part), getattr(g, part), {k: getattr(v, part) for k, v in buffers.items()}, group
+                )
         return None
 
     def _update_real(
@@ -86,12 +87,13 @@ class Unfused(_Honest):
         """The step after the decay on real arrays (views into the parameter and buffers, written in place)."""
         t = data.dtype.type
         lr, a, eps, mu = (t(group[k]) for k in ("lr", "alpha", "eps", "momentum"))
+        one_minus_alpha = t(1 - group["alpha"])  # torch's scalar: rounded once from the Python float
         v = state["square_avg"]
-        v[...] = v * a + (t(1) - a) * g * g
+        v[...] = v * a + one_minus_alpha * g * g
         var = v
         if group["centered"]:
             ga = state["grad_avg"]
-            w = a if self.mean_weight_is_alpha else t(1) - a
+            w = a if self.mean_weight_is_alpha else one_minus_alpha
             ga[...] = ga + w * (g - ga)
             var = v - ga * ga if self.subtract_mean else v
         avg = np.sqrt(var + eps) if self.eps_inside else np.sqrt(var) + eps
