@@ -27,10 +27,17 @@ LARGE_SHAPE = (3, 33341)
 LARGE_SHAPE_COMPLEX = (3, 16671)
 
 
+#: The tensor probe's many small parameters, for 40 in all: past 16 and 32 tensors, where an
+#: implementation that packs or chunks its tensor lists (multi-tensor kernels, flat buffers,
+#: a fixed-size batch of parameters per pass) starts a second or third chunk.  An optimizer
+#: that handled only the first 16 of them right survived the 14-parameter probe.
+MANY_SMALL = tuple(ParamSpec(shape=(3,), group=k % 2, kind="normal") for k in range(26))
+
+
 def tensor_probe(case: Case, seed: int = 0) -> Scenario:
     """Return the lockstep + state_dict probe of the tensors that implementations get wrong.
 
-    Fourteen parameters in two groups: the large one (:data:`LARGE_SHAPE`, complex:
+    Forty parameters in two groups (26 of them :data:`MANY_SMALL`): the large one (:data:`LARGE_SHAPE`, complex:
     :data:`LARGE_SHAPE_COMPLEX`), with its first gradient on the last step;
     three of one shape (two in one group, one in the other) and one with the
     same number of elements in another shape, so state keyed by shape or size
@@ -65,6 +72,7 @@ def tensor_probe(case: Case, seed: int = 0) -> Scenario:
             ParamSpec(shape=(3, 0), group=0, first_step=4),
             ParamSpec(shape=(16,), group=1, first_step=8),
             ParamSpec(shape=(5, 3), group=0, layout="strided", special="all", nonfinite="inf", first_step=4),
+            *MANY_SMALL,
         ),
         steps=steps,
         seed=seed + 3,
