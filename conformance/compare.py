@@ -130,7 +130,8 @@ def step_scales(
             cancelled = var <= LOCKSTEP_BOUND * u * (s_v + 2 * np.abs(ga1) * s_ga)
             kappa = np.where(cancelled, np.inf, np.abs(v1) / np.where(cancelled, 1.0, var))
             root = np.sqrt(np.maximum(var, 0))
-            lerp_nonfinite = np.isinf(G) if hyper.alpha <= 0.5 else None
+            # (the gradient's own infinity too: with weight decay 0 times a NaN parameter G is NaN)
+            lerp_nonfinite = np.isinf(G) | np.isinf(grad.astype(f)) if hyper.alpha <= 0.5 else None
         else:
             kappa = np.ones_like(v1)
             root = np.sqrt(np.abs(v1))
