@@ -41,7 +41,10 @@ class TextbookRMSprop(lucid.optim.RMSprop):
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter whose ``.grad`` is not None with the textbook formula."""
-        loss = None if closure is None else closure()
+        loss = None
+        if closure is not None:
+            with lucid.enable_grad():  # as torch: the closure recomputes the gradients
+                loss = closure()
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is None:
