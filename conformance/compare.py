@@ -88,10 +88,13 @@ class StepScales:
     #: Centered mode: the elements whose variance ``v - grad_avg^2`` is within the
     #: honest rounding of ``v`` and ``grad_avg`` of zero (:func:`step_scales`); there
     #: its sign is rounding noise, so NaN (a negative root) on one side and a finite
-    #: value on the other are both honest.
+    #: value on the other are both honest.  Not centered, with ``eps = 0``: the elements
+    #: whose root of the mean square is below the dtype's smallest normal number (a
+    #: square that underflowed), where the reference divides by zero.
     cancelled: NDArray[np.bool_] | None = None
     #: Centered mode with ``alpha <= 1/2``: the elements whose decayed gradient is
-    #: infinite.  torch's ``lerp_`` computes ``g - (g - ga) * alpha`` there (its branch
+    #: infinite, or whose grad_avg was infinite before the step.  torch's ``lerp_``
+    #: computes ``g - (g - ga) * alpha`` there (its branch
     #: for weights from 1/2 up), which is ``inf - inf = NaN``, where ``ga + w (g - ga)``
     #: is the infinity: grad_avg's NaN-or-Inf there is the formula's, not the step's
     #: (the parameter is NaN either way, through ``v - ga^2``).
@@ -113,7 +116,8 @@ def step_scales(
     f = np.float64
     with np.errstate(all="ignore"):
         p0 = np.abs(param0.astype(f))
-        G = np.abs(grad.astype(f)) + hyper.weight_decay * p0
+        # Without weight decay the parameter takes no part (0 * an infinite parameter would be NaN).
+        G = np.abs(grad.astype(f)) + (hyper.weight_decay * p0 if hyper.weight_decay != 0 else 0.0)
         v0 = np.abs(state0.get("square_avg", np.zeros_like(param0)).astype(f))
         v1 = state1["square_avg"].astype(f)
         s_v = hyper.alpha * v0 + (1 - hyper.alpha) * G * G
@@ -131,10 +135,17 @@ def step_scales(
             kappa = np.where(cancelled, np.inf, np.abs(v1) / np.where(cancelled, 1.0, var))
             root = np.sqrt(np.maximum(var, 0))
             # (the gradient's own infinity too: with weight decay 0 times a NaN parameter G is NaN)
-            lerp_nonfinite = np.isinf(G) | np.isinf(grad.astype(f)) if hyper.alpha <= 0.5 else None
+            # and an infinite grad_avg before the step: torch's g - (g - ga) * alpha keeps it, ga + w (g - ga)
+            # is inf - inf = NaN)
+            lerp_nonfinite = np.isinf(G) | np.isinf(grad.astype(f)) | np.isinf(ga0) if hyper.alpha <= 0.5 else None
         else:
             kappa = np.ones_like(v1)
             root = np.sqrt(np.abs(v1))
+            # With eps = 0 and a mean square that underflowed to zero in the dtype (a subnormal
+            # gradient squared), the reference divides by zero: NaN, Inf or a finite step then
+            # depends on the precision of the intermediate square, not on the formula.
+            if hyper.eps == 0:
+                cancelled = root < np.finfo(param0.dtype).tiny
         sensitivity = (1 + kappa) / (root + hyper.eps)
         s_q = np.where(G == 0, 0.0, G * sensitivity)
         s_b = None

@@ -10,13 +10,13 @@ the family (on the first probe of every case).
 
 from __future__ import annotations
 
+import mutants
 import mutants_contract as mc
 import numpy as np
 import pytest
 import torch
 
 import lucid
-import mutants
 from conformance.checks import FAMILIES, run_checks
 from conformance.checks import contract as contract_family
 from conformance.matrix import cases
