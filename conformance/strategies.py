@@ -58,10 +58,7 @@ def hyper_value(name: str) -> st.SearchStrategy[float]:
     if spacing == "log":
         inner = st.floats(math.log10(HYPER_LOG_FLOORS[name]), math.log10(high)).map(lambda e: min(float(10.0**e), high))
     else:
-        # Values exact in float32, so rounding them to the parameters' dtype (torch does, an
-        # implementation computing wider does not) is exact: a drawn alpha of 3e-274 is 0 in
-        # torch's float32 step, and 0 * inf = NaN there where the exact step has inf.
-        inner = st.floats(low, high, width=32)
+        inner = st.floats(low, high)
     return st.one_of(st.sampled_from(HYPER_BOUNDARIES[name]), inner, inner, inner)
 
 
