@@ -44,6 +44,7 @@ __all__ = [
     "nonfinite_mismatch",
     "nonfinite_mismatch_mask",
     "normalised_error",
+    "pinned_nonfinite",
     "step_scales",
     "unit_roundoff",
 ]
@@ -203,3 +204,20 @@ def nonfinite_mismatch_mask(candidate: NDArray[Any], reference: NDArray[Any]) ->
 def nonfinite_mismatch(candidate: NDArray[Any], reference: NDArray[Any]) -> int:
     """Count elements where NaN / +Inf / -Inf positions differ between the sides."""
     return int(np.count_nonzero(nonfinite_mismatch_mask(candidate, reference)))
+
+
+def pinned_nonfinite(param0: NDArray[Any], pairs: bool, hyper: Hyper) -> NDArray[np.bool_] | bool:
+    """Where torch pins the NaN/Inf pattern of a step: everywhere, except in one complex corner.
+
+    torch's two CPU paths decay a complex parameter differently: ``foreach=False``
+    in complex arithmetic (``g + p * complex(wd, 0)``, whose product turns a NaN or
+    infinite part into NaN in both parts), ``foreach=True`` part by part.  They
+    agree wherever the parameter's parts are finite before the step and differ
+    only in the NaN of the other part where one is not, so there either is torch's.
+
+    ``param0`` is the parameter before the step, complex ones as their real pairs
+    (``pairs``, last axis of 2); the result broadcasts against it.
+    """
+    if not (pairs and hyper.weight_decay != 0):
+        return True
+    return np.isfinite(param0).all(axis=-1, keepdims=True)

@@ -42,7 +42,12 @@ zero, a step before the other.  A NaN/Inf mismatch therefore counts only where
 the bound still pins the value: ``16 u E`` finite, no larger than the finite
 side's magnitude, and not reaching the overflow threshold.  Elsewhere it is
 counted in :attr:`FreeRunResult.nonfinite_excused` (the lockstep check, with
-identical inputs, judges those steps strictly).
+identical inputs, judges those steps strictly).  An element also leaves the
+bound for the rest of the run at a step that leaves its NaN/Inf pattern to the
+formula rather than to the values: a centered variance within rounding of zero,
+and a complex parameter with a NaN or infinite part under weight decay, which
+torch's two CPU paths spread to the other part differently
+(:func:`~conformance.compare.pinned_nonfinite`).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from conformance.compare import Hyper, nonfinite_mismatch_mask, step_scales, unit_roundoff
+from conformance.compare import Hyper, nonfinite_mismatch_mask, pinned_nonfinite, step_scales, unit_roundoff
 from conformance.oracle import oracle_step
 from conformance.runners import BUFFERS, LockstepPair
 from conformance.streams import as_real
@@ -167,6 +172,13 @@ def run_free(
                     accumulated[i] = accumulated[i] * growth + (
                         np.abs(record.param0.astype(np.float64)) + share * kappa_factor * momentum_factor
                     )
+                # Where the step leaves the NaN/Inf pattern to the formula (a variance within rounding
+                # of zero; a complex NaN part that torch's two paths spread differently), the sides
+                # may part there for good: the bound pins those elements no longer.
+                free = ~np.asarray(pinned_nonfinite(record.param0, record.pairs, current))
+                if scales.cancelled is not None:
+                    free = free | scales.cancelled
+                accumulated[i] = np.where(free, np.inf, accumulated[i])
             _count_nonfinite(result, ours, theirs, accumulated[i])
             finite = np.isfinite(ours) & np.isfinite(theirs)
             if not finite.any():

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from conformance.compare import Hyper, nonfinite_mismatch_mask, normalised_error, step_scales
+from conformance.compare import Hyper, nonfinite_mismatch_mask, normalised_error, pinned_nonfinite, step_scales
 from conformance.oracle import Verdict, verdict
 from conformance.runners import LockstepPair, StepRecord
 
@@ -68,7 +68,7 @@ class LockstepResult:
             scale = getattr(scales, key)
             if scale is not None:
                 pairs.append((key, record.lucid_state.get(key), record.torch_state[key], scale))
-        pinned = _pinned_nonfinite(record, hyper)
+        pinned = pinned_nonfinite(record.param0, record.pairs, hyper)
         for name, ours, theirs, scale in pairs:
             if ours is None or ours.shape != theirs.shape:
                 self.worst[name] = np.inf
@@ -112,20 +112,6 @@ class LockstepResult:
             rec.lucid_param.astype(rec.param0.dtype),
             rec.torch_param,
         )
-
-
-def _pinned_nonfinite(record: StepRecord, hyper: Hyper) -> NDArray[np.bool_] | bool:
-    """Where torch pins the NaN/Inf pattern of this step: everywhere, except in one complex corner.
-
-    torch's two CPU paths decay a complex parameter differently: ``foreach=False``
-    in complex arithmetic (``g + p * complex(wd, 0)``, whose product turns a NaN or
-    infinite part into NaN in both parts), ``foreach=True`` part by part.  They
-    agree wherever the parameter's parts are finite before the step and differ
-    only in the NaN of the other part where one is not, so there either is torch's.
-    """
-    if not (record.pairs and hyper.weight_decay != 0):
-        return True
-    return np.isfinite(record.param0).all(axis=-1, keepdims=True)
 
 
 def run_lockstep(

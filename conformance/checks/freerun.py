@@ -93,7 +93,7 @@ def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
             f"{scenario.steps} steps: worst {result.max_normalised:.3g} u*accumulated scale (step {worst_step}), "
             f"bound {FREE_RUN_BOUND:g}; final relative difference {result.relative[-1] if result.relative else 0:.3g}; "
             f"growth exponent {result.growth_exponent:.2f}; {result.nonfinite_mismatches} NaN/Inf positions differ "
-            f"({result.nonfinite_excused} more where the dynamics had blown up past the bound)",
+            f"({result.nonfinite_excused} more where the bound no longer pinned them)",
         )
     ]
     if not wider:
