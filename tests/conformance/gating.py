@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 from hypothesis import seed as hypothesis_seed
 
 from conformance.checks import DeviceUnavailableError, require_device
-from conformance.matrix import Case
+from conformance.matrix import CASE_DTYPES, Case, cases
 
 #: Set to an integer to run the Hypothesis searches from that seed instead of the
 #: profile's derandomized one (``ci`` is derandomized, which ignores --hypothesis-seed).
@@ -46,3 +47,24 @@ def count_examples(request: pytest.FixtureRequest):
 
     yield count
     request.node.user_properties.append(("conformance_examples", counter["n"]))
+
+
+def covering_cases() -> list[Case]:
+    """A quarter of the CPU matrix that still meets every flag and dtype: 32 of its 128 cases.
+
+    Every flag combination once on each torch implementation (``foreach`` 0 and
+    1), the dtype rotating so that each single flag's setting, on each
+    implementation, meets all four dtypes (dtype index ``2 (c ^ wd ^ foreach) +
+    (m ^ max)`` in :data:`~conformance.matrix.CASE_DTYPES`).  For the suites that
+    run an honest variant's probes to show the bounds leave room for it: a bound
+    too tight for a dtype or a flag shows on every case that has them, and the
+    whole matrix costs four times as long (Lucid itself runs every probe of every
+    case in ``test_matrix.py``).
+    """
+    chosen = []
+    for case in cases("cpu"):
+        f, i = case.flags, int(case.impl.foreach)
+        index = 2 * (f.centered ^ (f.weight_decay > 0) ^ i) + ((f.momentum > 0) ^ f.maximize)
+        if np.dtype(CASE_DTYPES[index]) == case.np_dtype:
+            chosen.append(case)
+    return chosen

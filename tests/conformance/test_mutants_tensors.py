@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import mutants
 import mutants_tensors
 import numpy as np
 import pytest
@@ -23,7 +22,6 @@ from conformance.probes import tensor_probe
 from conformance.scenario import ParamSpec, Scenario, ScenarioIdError
 from conformance.strategies import large_shapes, scenarios
 from conformance.streams import SPECIALS, as_real, materialize
-from lucid.optim import RMSprop
 
 _PLAIN = "c0-m0-wd0-max0-float32-cpu-foreach0"
 
@@ -63,23 +61,6 @@ def test_mutant_is_caught(mutant: type, record_property) -> None:
         f"{mutant.__name__} was caught by {sorted(report.caught_by)}, not by {expected!r}:\n"
         + "\n".join(report.failure_lines()[:12])
     )
-
-
-HONEST = (RMSprop, *mutants.LEGITIMATE)
-
-
-@pytest.mark.parametrize("variant", HONEST, ids=lambda m: m.__name__)
-def test_honest_variant_passes_complex_foreach_cases(variant: type) -> None:
-    """Every probe of the complex CPU cases with weight decay on torch's ``foreach=True`` path.
-
-    There torch decays a complex parameter per part, not in complex arithmetic
-    as its default path (and Lucid) does; the ``foreach=False`` cases, real and
-    complex, run in ``test_mutants.py`` (the legitimate variants) and
-    ``test_matrix.py`` (Lucid).
-    """
-    chosen = [c for c in cases("cpu") if c.np_dtype.kind == "c" and c.impl.foreach and c.flags.weight_decay]
-    report = check_candidate(variant, selected=chosen)
-    assert report.ok, "\n".join(report.failure_lines()[:20])
 
 
 # ------------------------------------------------------------------ the tensor scenario space itself
