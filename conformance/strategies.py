@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 from hypothesis import strategies as st
 
 from conformance.matrix import HYPER_BOUNDARIES, HYPER_LOG_FLOORS, HYPER_RANGES, MAX_GROUPS, Case
@@ -52,13 +53,19 @@ def hyper_value(name: str) -> st.SearchStrategy[float]:
     One draw in four is one of its :data:`HYPER_BOUNDARIES` (zero, alpha at both
     ends and at 1/2), so the edges are hit with real probability, not only
     when a continuous draw happens to land there; the rest is log-uniform from
-    :data:`HYPER_LOG_FLOORS` (``"log"`` spacing) or uniform over the range.
+    :data:`HYPER_LOG_FLOORS` (``"log"`` spacing) or uniform over the range,
+    rounded to the nearest float32 value inside it.  A uniform draw would
+    otherwise take Hypothesis's favourite edges, such as ``alpha = 3e-274``:
+    0 in a float32 step that converts the Python float, not 0 in a variant that
+    keeps it in float64, a difference of the hyperparameter, not of the step.
+    (Values exact in float32 are exact in every dtype, which the sign statistics
+    also need; the boundary values are drawn as they are.)
     """
     low, high, spacing = HYPER_RANGES[name]
     if spacing == "log":
         inner = st.floats(math.log10(HYPER_LOG_FLOORS[name]), math.log10(high)).map(lambda e: min(float(10.0**e), high))
     else:
-        inner = st.floats(low, high)
+        inner = st.floats(low, high).map(lambda x: min(max(float(np.float32(x)), low), high))
     return st.one_of(st.sampled_from(HYPER_BOUNDARIES[name]), inner, inner, inner)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from conformance.matrix import CASE_DTYPES, DEVICES, HYPER_RANGES, IMPLS, case_by_id, cases
+from conformance.matrix import CASE_DTYPES, DEVICES, HYPER_BOUNDARIES, HYPER_RANGES, IMPLS, case_by_id, cases
 from conformance.scenario import GroupSpec, ParamSpec, Scenario
 from conformance.strategies import scenarios
 from conformance.streams import copy_layout, materialize
@@ -42,8 +42,11 @@ def test_id_round_trips_and_streams_are_pure(scenario: Scenario) -> None:
 def test_drawn_hyperparameters_are_in_range(scenario: Scenario) -> None:
     assert {p.group for p in scenario.params} == set(range(len(scenario.groups)))
     for group in scenario.groups:
-        for name, (low, high, _) in HYPER_RANGES.items():
-            assert low * (1 - 1e-12) <= getattr(group, name) <= high * (1 + 1e-12), name
+        for name, (low, high, spacing) in HYPER_RANGES.items():
+            value = getattr(group, name)
+            assert low * (1 - 1e-12) <= value <= high * (1 + 1e-12), name
+            if spacing == "linear" and value not in HYPER_BOUNDARIES[name]:  # rounded to float32, not 3e-274
+                assert float(np.float32(value)) == value or value == high, (name, value)
 
 
 def test_stream_features_reach_the_optimizers() -> None:
