@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gating import covering_cases
 from hypothesis import given
 
 from conformance.matrix import CASE_DTYPES, DEVICES, HYPER_BOUNDARIES, HYPER_RANGES, IMPLS, case_by_id, cases
@@ -76,3 +77,14 @@ def test_stream_features_reach_the_optimizers() -> None:
 def test_corrupt_ids_are_refused_by_name(bad: str) -> None:
     with pytest.raises(ValueError, match="scenario id"):
         Scenario.from_id(bad)
+
+
+def test_covering_cases_meet_every_flag_dtype_and_implementation() -> None:
+    chosen = covering_cases()
+    assert len(chosen) == 32 and len({c.id for c in chosen}) == 32
+    assert {(c.flags, c.impl) for c in chosen} == {(c.flags, c.impl) for c in cases("cpu")}  # each pair once
+    for flag in ("centered", "momentum", "weight_decay", "maximize"):
+        for foreach in (False, True):
+            for on in (False, True):
+                met = {c.dtype for c in chosen if c.impl.foreach is foreach and bool(getattr(c.flags, flag)) is on}
+                assert met == {c.dtype for c in cases("cpu")}, (flag, on, foreach, met)
