@@ -56,12 +56,9 @@ class ZeroGradNewArrays(RMSprop):
     """``zero_grad(set_to_none=False)`` assigns new zero arrays instead of zeroing the gradients in place."""
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                if set_to_none or p.grad is None:
-                    p.grad = None
-                else:
-                    p.grad = np.zeros_like(p.grad)
+        super().zero_grad(set_to_none)
+        for p in (p for group in self.param_groups for p in group["params"] if p.grad is not None):
+            p.grad = np.zeros_like(p.grad)  # a new array where torch zeroes the old one in place
 
 
 # ------------------------------------------------------------------ step(closure)
