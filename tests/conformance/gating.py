@@ -68,3 +68,21 @@ def covering_cases() -> list[Case]:
         if np.dtype(CASE_DTYPES[index]) == case.np_dtype:
             chosen.append(case)
     return chosen
+
+
+def assert_caught(mutant: type, expected: str, selected: list[Case], record_property=None) -> None:
+    """Run the probes of ``selected`` against ``mutant``; assert it fails, and by the check ``expected``.
+
+    ``record_property`` (pytest's fixture) records which checks caught it, for the test report.
+    """
+    from conformance.harness import check_candidate  # torch: only when a mutant runs
+
+    assert selected, f"no case selected for {mutant.__name__}"
+    report = check_candidate(mutant, selected=selected)
+    if record_property is not None:
+        record_property("caught_by", sorted(report.caught_by))
+    assert not report.ok, f"{mutant.__name__} SURVIVED every probe of {[c.id for c in selected]}"
+    assert expected in report.caught_by, (
+        f"{mutant.__name__} was caught by {sorted(report.caught_by)}, not by {expected!r}:\n"
+        + "\n".join(report.failure_lines()[:12])
+    )

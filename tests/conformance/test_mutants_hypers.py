@@ -11,11 +11,10 @@ from __future__ import annotations
 import mutants
 import mutants_hypers
 import pytest
-from gating import covering_cases
+from gating import assert_caught, covering_cases
 
 from conformance.checks import run_checks
 from conformance.checks.state_dict import reordering
-from conformance.harness import check_candidate
 from conformance.matrix import cases
 from conformance.probes import hyper_probe
 from conformance.scenario import Scenario
@@ -50,15 +49,7 @@ def test_catalogue_lists_every_mutant() -> None:
 @pytest.mark.parametrize("mutant", list(CATALOGUE), ids=lambda m: m.__name__)
 def test_mutant_is_caught(mutant: type, record_property) -> None:
     expected, where = CATALOGUE[mutant]
-    selected = _selected(where)
-    assert selected, where
-    report = check_candidate(mutant, selected=selected)
-    record_property("caught_by", sorted(report.caught_by))
-    assert not report.ok, f"{mutant.__name__} SURVIVED every check on {[c.id for c in selected]}"
-    assert expected in report.caught_by, (
-        f"{mutant.__name__} was caught by {sorted(report.caught_by)}, not by {expected!r}:\n"
-        + "\n".join(report.failure_lines()[:12])
-    )
+    assert_caught(mutant, expected, _selected(where), record_property)
 
 
 @pytest.mark.parametrize("variant", [*mutants_hypers.HONEST, *mutants.LEGITIMATE], ids=lambda m: m.__name__)

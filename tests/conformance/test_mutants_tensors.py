@@ -14,9 +14,9 @@ import math
 import mutants_tensors
 import numpy as np
 import pytest
+from gating import assert_caught
 from hypothesis import HealthCheck, given, settings
 
-from conformance.harness import check_candidate
 from conformance.matrix import cases
 from conformance.probes import tensor_probe
 from conformance.scenario import ParamSpec, Scenario, ScenarioIdError
@@ -54,13 +54,7 @@ def test_mutant_is_caught(mutant: type, record_property) -> None:
     expected, where = CATALOGUE[mutant]
     selected = [c for c in cases("cpu") if where in c.id]
     assert len(selected) == 1, where
-    report = check_candidate(mutant, selected=selected)
-    record_property("caught_by", sorted(report.caught_by))
-    assert not report.ok, f"{mutant.__name__} SURVIVED every probe of {where}"
-    assert expected in report.caught_by, (
-        f"{mutant.__name__} was caught by {sorted(report.caught_by)}, not by {expected!r}:\n"
-        + "\n".join(report.failure_lines()[:12])
-    )
+    assert_caught(mutant, expected, selected, record_property)
 
 
 # ------------------------------------------------------------------ the tensor scenario space itself
