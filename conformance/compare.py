@@ -14,8 +14,11 @@ decayed gradient) the scales are
   enters whole, whichever way it is rounded; at :math:`\alpha = 0` an honest
   ``ga + 1 * (g - ga)`` is :math:`u |\bar g_0|` from :math:`g`)
 * update q = g/a:  :math:`S_q = (G / a)(1 + \kappa)`, with
-  :math:`\kappa = v / (v - \bar g^2)` in centered mode (the cancellation in
-  the variance amplifies relative error by :math:`\kappa`) and 1 otherwise
+  :math:`\kappa = (S_v + 2|\bar g| S_{\bar g}) / (v - \bar g^2)` in centered
+  mode (the variance's error scale over the variance: its cancellation
+  amplifies the relative error of its inputs by :math:`\kappa`; the second
+  term counts where ``lerp`` cancels, :math:`S_{\bar g} \gg |\bar g|` at
+  alpha near 0) and 1 otherwise
 * momentum buffer: :math:`S_b = \mu|b_0| + S_q`
 * parameter:       :math:`S_\theta = |\theta_0| + \gamma S_b` (or :math:`\gamma S_q` without momentum)
 
@@ -122,6 +125,10 @@ def step_scales(
         v0 = np.abs(state0.get("square_avg", np.zeros_like(param0)).astype(f))
         v1 = state1["square_avg"].astype(f)
         s_v = hyper.alpha * v0 + (1 - hyper.alpha) * G * G
+        u = unit_roundoff(param0.dtype)
+        # Below the normal range a rounding errs by up to one subnormal spacing, not u times the
+        # value: in units of u, the mean square's (and the variance's) error scale gains eta / u.
+        underflow = float(np.finfo(param0.dtype).smallest_subnormal) / u
         s_ga = cancelled = lerp_nonfinite = None
         if hyper.centered:
             ga0 = np.abs(state0.get("grad_avg", np.zeros_like(param0)).astype(f))
@@ -131,16 +138,23 @@ def step_scales(
             # Each side's v and grad_avg are within LOCKSTEP_BOUND / 2 roundings of their scales,
             # so its variance within that of u (S_v + 2 |grad_avg| S_ga): no conditioning is left
             # below twice that (alpha = 0 gives v = g^2 and grad_avg = g, a variance of exactly 0).
-            u = unit_roundoff(param0.dtype)
-            cancelled = var <= LOCKSTEP_BOUND * u * (s_v + 2 * np.abs(ga1) * s_ga)
-            kappa = np.where(cancelled, np.inf, np.abs(v1) / np.where(cancelled, 1.0, var))
+            s_var = s_v + 2 * np.abs(ga1) * s_ga + underflow
+            cancelled = var <= LOCKSTEP_BOUND * u * s_var
+            # The conditioning: the variance's error scale over the variance.  Not |v| / var:
+            # where lerp cancels (alpha near 0, grad_avg far smaller than before the step)
+            # S_ga is far above |grad_avg|, and so is the error of grad_avg^2.
+            kappa = np.where(cancelled, np.inf, s_var / np.where(cancelled, 1.0, var))
             root = np.sqrt(np.maximum(var, 0))
             # (the gradient's own infinity too: with weight decay 0 times a NaN parameter G is NaN)
             # and an infinite grad_avg before the step: torch's g - (g - ga) * alpha keeps it, ga + w (g - ga)
             # is inf - inf = NaN)
             lerp_nonfinite = np.isinf(G) | np.isinf(grad.astype(f)) | np.isinf(ga0) if hyper.alpha <= 0.5 else None
         else:
-            kappa = np.ones_like(v1)
+            # The mean square's error scale over itself: 1 in the normal range, larger where a
+            # subnormal v carries few significant bits (g^2 near underflow; a zero v has none to
+            # lose: the root's error is then sqrt(eta), far below eps or excused with eps = 0).
+            kappa = np.where(v1 > 0, (s_v + underflow) / np.where(v1 > 0, np.abs(v1), 1.0), 1.0)
+            kappa = np.maximum(kappa, 1.0)
             root = np.sqrt(np.abs(v1))
             # With eps = 0 and a mean square that underflowed to zero in the dtype (a subnormal
             # gradient squared), the reference divides by zero: NaN, Inf or a finite step then

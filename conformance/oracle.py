@@ -6,7 +6,7 @@ type: float64 for float32 inputs (53 vs 24 significand bits), and
 ``np.longdouble`` for float64 inputs (64 significand bits on x86-64, where it is
 the x87 extended format).  Its own error is then about 2^-29 (float32) or
 2^-11 (float64) of an ULP of the dtype under test, times the step's
-conditioning (``v / (v - grad_avg^2)`` when centered), so it can say which side
+conditioning (the variance's error scale over ``v - grad_avg^2`` when centered), so it can say which side
 of a disagreement is off.  Where ``np.longdouble`` is no wider than float64
 (:data:`ORACLE_EXTRA_BITS` is 0 for float64 there) a float64 verdict carries no
 information; :func:`oracle_precision_bits` reports it.

@@ -68,10 +68,10 @@ class Unfused(_Honest):
 
     def _update(self, p: Any, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any], **changes: Any) -> None:
         g = -grad if group["maximize"] else grad
-        if group["weight_decay"]:  # complex: in complex arithmetic, as torch's foreach=False path
-            g = g + p.data.dtype.type(group["weight_decay"]) * p.data
         buffers = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
         with np.errstate(all="ignore"):  # NaN and Inf propagate silently, as in torch
+            if group["weight_decay"]:  # complex: in complex arithmetic, as torch's foreach=False path
+                g = g + p.data.dtype.type(group["weight_decay"]) * p.data
             if not np.iscomplexobj(p.data):
                 return self._update_real(p.data, g, buffers, group)
             # the rest on the (real, imaginary) parts, as torch's step on view_as_real
