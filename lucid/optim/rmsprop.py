@@ -34,11 +34,6 @@ _BOOKKEEPING_KEYS = ("initial_lr",)
 _GROUP_KEYS = frozenset(_REAL_HYPERPARAMETERS + _BOOL_HYPERPARAMETERS + _BOOKKEEPING_KEYS)
 
 
-def _real_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
-    """float32 for complex64, float64 for complex128, the dtype itself otherwise."""
-    return np.empty(0, dtype).real.dtype
-
-
 def _as_real_number(key: str, value: Any) -> float:
     """Return ``value`` as a float, or raise ``TypeError`` naming ``key``.
 
