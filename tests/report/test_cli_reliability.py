@@ -27,6 +27,8 @@ from conformance.report.schema import dumps
 
 from .conftest import TINY_FLAGS, tiny_run
 
+LONG_FLAGS = ["--steps", "200", "--size", "4096", "--no-progress"]
+
 ROOT = Path(__file__).resolve().parents[2]
 #: 64 cases of 2 steps x 4 elements: the smallest run that writes all three reports.
 FAST = ["--quick", "--steps", "2", "--size", "4", "--scales", "1", "--no-progress"]
@@ -209,7 +211,9 @@ def test_an_interrupt_between_files_keeps_the_old_set(tmp_path, monkeypatch, cap
 def test_sigint_while_measuring_exits_130_without_a_traceback_or_a_report(tmp_path):
     out = tmp_path / "report"
     with subprocess.Popen(
-        [sys.executable, "-m", "conformance", "run", *TINY_FLAGS, "--out", str(out)],
+        # A run of minutes (every case, 200 steps x 4096 elements): the signal must find it
+        # measuring; a tiny run could finish first on a loaded machine (CI saw exit 0 once).
+        [sys.executable, "-m", "conformance", "run", *LONG_FLAGS, "--out", str(out)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
