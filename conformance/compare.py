@@ -153,7 +153,7 @@ def step_scales(
             # The mean square's error scale over itself: 1 in the normal range, larger where a
             # subnormal v carries few significant bits (g^2 near underflow; a zero v has none to
             # lose: the root's error is then sqrt(eta), far below eps or excused with eps = 0).
-            kappa = np.where(v1 > 0, (s_v + underflow) / np.where(v1 > 0, np.abs(v1), 1.0), 1.0)
+            kappa = np.where(v1 > 0, (s_v + underflow) / np.where(v1 > 0, v1, 1.0), 1.0)
             kappa = np.maximum(kappa, 1.0)
             root = np.sqrt(np.abs(v1))
             # With eps = 0 and a mean square that underflowed to zero in the dtype (a subnormal

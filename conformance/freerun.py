@@ -178,7 +178,8 @@ def run_free(
                 free = ~np.asarray(pinned_nonfinite(record.param0, record.pairs, current))
                 if scales.cancelled is not None:
                     free = free | scales.cancelled
-                accumulated[i] = np.where(free, np.inf, accumulated[i])
+                if free.any():  # (not a copy of the scale on every step where nothing is freed)
+                    accumulated[i] = np.where(free, np.inf, accumulated[i])
             _count_nonfinite(result, ours, theirs, accumulated[i])
             finite = np.isfinite(ours) & np.isfinite(theirs)
             if not finite.any():

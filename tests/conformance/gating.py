@@ -9,6 +9,7 @@ import pytest
 from hypothesis import seed as hypothesis_seed
 
 from conformance.checks import DeviceUnavailableError, require_device
+from conformance.harness import check_candidate
 from conformance.matrix import CASE_DTYPES, Case, cases
 
 #: Set to an integer to run the Hypothesis searches from that seed instead of the
@@ -70,13 +71,16 @@ def covering_cases() -> list[Case]:
     return chosen
 
 
+def foreach0_cases(where: str) -> list[Case]:
+    """The CPU cases compared with torch's ``foreach=False`` path whose id contains ``where``."""
+    return [c for c in cases("cpu") if where in c.id and not c.impl.foreach]
+
+
 def assert_caught(mutant: type, expected: str, selected: list[Case], record_property=None) -> None:
     """Run the probes of ``selected`` against ``mutant``; assert it fails, and by the check ``expected``.
 
     ``record_property`` (pytest's fixture) records which checks caught it, for the test report.
     """
-    from conformance.harness import check_candidate  # torch: only when a mutant runs
-
     assert selected, f"no case selected for {mutant.__name__}"
     report = check_candidate(mutant, selected=selected)
     if record_property is not None:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import mutants
 import mutants_bias
 import pytest
+from gating import foreach0_cases
 
 from conformance.checks import run_checks
-from conformance.matrix import case_by_id, cases
+from conformance.matrix import case_by_id
 from conformance.probes import probe_scenarios
 
 _F32 = "float32-cpu-foreach0-cap0-tlr0"
@@ -71,6 +72,6 @@ def test_honest_variants_pass_the_statistics(variant: type, dtype: str) -> None:
 
     (Lucid runs both, and every other probe, on every case in ``test_matrix.py``.)
     """
-    selected = [c for c in cases("cpu") if f"-{dtype}-" in c.id and "foreach0" in c.id]
+    selected = foreach0_cases(f"-{dtype}-")
     failures = {c.id: _failed_checks(variant, c.id) for c in selected}
     assert not any(failures.values()), {k: sorted(v) for k, v in failures.items() if v}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import mutants
 import mutants_hypers
 import pytest
-from gating import assert_caught, covering_cases
+from gating import assert_caught, covering_cases, foreach0_cases
 
 from conformance.checks import run_checks
 from conformance.checks.state_dict import reordering
@@ -38,10 +38,6 @@ CATALOGUE: dict[type, tuple[str, str]] = {
 }
 
 
-def _selected(where: str) -> list:
-    return [c for c in cases("cpu") if where in c.id and "foreach0" in c.id]
-
-
 def test_catalogue_lists_every_mutant() -> None:
     assert set(CATALOGUE) == set(mutants_hypers.MUTANTS)
 
@@ -49,7 +45,7 @@ def test_catalogue_lists_every_mutant() -> None:
 @pytest.mark.parametrize("mutant", list(CATALOGUE), ids=lambda m: m.__name__)
 def test_mutant_is_caught(mutant: type, record_property) -> None:
     expected, where = CATALOGUE[mutant]
-    assert_caught(mutant, expected, _selected(where), record_property)
+    assert_caught(mutant, expected, foreach0_cases(where), record_property)
 
 
 @pytest.mark.parametrize("variant", [*mutants_hypers.HONEST, *mutants.LEGITIMATE], ids=lambda m: m.__name__)
