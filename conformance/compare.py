@@ -18,7 +18,10 @@ decayed gradient) the scales are
   mode (the variance's error scale over the variance: its cancellation
   amplifies the relative error of its inputs by :math:`\kappa`; the second
   term counts where ``lerp`` cancels, :math:`S_{\bar g} \gg |\bar g|` at
-  alpha near 0) and 1 otherwise
+  alpha near 0) and 1 otherwise; with weight decay :math:`G` there is
+  :math:`G + \eta/u` (:math:`\eta` the smallest subnormal), since the decayed
+  gradient is itself rounded and a subnormal one errs by :math:`\eta`, not
+  :math:`u G`
 * momentum buffer: :math:`S_b = \mu|b_0| + S_q`
 * parameter:       :math:`S_\theta = |\theta_0| + \gamma S_b` (or :math:`\gamma S_q` without momentum)
 
@@ -90,9 +93,10 @@ class StepScales:
     #: change in the decayed gradient (bounds error feedback through weight decay).
     sensitivity: NDArray[np.float64] | None = None
     #: Centered mode: the elements whose variance ``v - grad_avg^2`` is within the
-    #: honest rounding of ``v`` and ``grad_avg`` of zero (:func:`step_scales`); there
-    #: its sign is rounding noise, so NaN (a negative root) on one side and a finite
-    #: value on the other are both honest.  Not centered, with ``eps = 0``: the elements
+    #: honest rounding of ``v`` and ``grad_avg`` of zero (:func:`step_scales`), or whose
+    #: mean square overflowed in the step; there its sign (or its infinity) is rounding
+    #: noise, so NaN (a negative root, inf - inf) on one side and a number on the other
+    #: are both honest.  Not centered, with ``eps = 0``: the elements
     #: whose root of the mean square is below the dtype's smallest normal number (a
     #: square that underflowed), where the reference divides by zero.
     cancelled: NDArray[np.bool_] | None = None
@@ -129,6 +133,11 @@ def step_scales(
         # Below the normal range a rounding errs by up to one subnormal spacing, not u times the
         # value: in units of u, the mean square's (and the variance's) error scale gains eta / u.
         underflow = float(np.finfo(param0.dtype).smallest_subnormal) / u
+        # So does the decayed gradient g + wd * theta, the one rounded input of the update:
+        # where it is subnormal its error is eta, however small G is, and the update divides
+        # that by avg (a tiny parameter, eps = 0: the step's error is eta / avg, thousands of
+        # units of u |theta|).  Without weight decay the gradient enters exact.
+        s_g = np.where(G == 0, 0.0, G + underflow) if hyper.weight_decay != 0 else G
         s_ga = cancelled = lerp_nonfinite = None
         if hyper.centered:
             ga0 = np.abs(state0.get("grad_avg", np.zeros_like(param0)).astype(f))
@@ -140,6 +149,10 @@ def step_scales(
             # below twice that (alpha = 0 gives v = g^2 and grad_avg = g, a variance of exactly 0).
             s_var = s_v + 2 * np.abs(ga1) * s_ga + underflow
             cancelled = var <= LOCKSTEP_BOUND * u * s_var
+            # The mean square overflowed in this step (finite inputs, an infinite result): v - grad_avg^2
+            # is then inf with a fused multiply-add (torch's), inf - inf = NaN where grad_avg^2 is rounded
+            # first and overflows too.  The exact variance is finite, so neither is the formula's.
+            cancelled |= np.isinf(v1) & np.isfinite(v0) & np.isfinite(G) & np.isfinite(ga0)
             # The conditioning: the variance's error scale over the variance.  Not |v| / var:
             # where lerp cancels (alpha near 0, grad_avg far smaller than before the step)
             # S_ga is far above |grad_avg|, and so is the error of grad_avg^2.
@@ -162,7 +175,7 @@ def step_scales(
             if hyper.eps == 0:
                 cancelled = root < np.finfo(param0.dtype).tiny
         sensitivity = (1 + kappa) / (root + hyper.eps)
-        s_q = np.where(G == 0, 0.0, G * sensitivity)
+        s_q = np.where(G == 0, 0.0, s_g * sensitivity)
         s_b = None
         if hyper.momentum > 0:
             b0 = np.abs(state0.get("momentum_buffer", np.zeros_like(param0)).astype(f))

@@ -41,6 +41,29 @@ FOUND = {
         steps=2,
         checks=("lockstep", "state_dict"),
     ),
+    # A tiny parameter under weight decay, eps = 0: the decayed gradient wd * theta (1.4e-42) is
+    # subnormal in float32, so torch rounds it to within eta, not u * G, and the update divides
+    # that error by a tiny avg (torch 3.5e4 ULP from exact, a float64 variant 0.17); the update's
+    # error scale counted u * G only (WiderIntermediates, search seed 15).
+    "subnormal_decayed_gradient": Scenario(
+        case="c1-m0-wd1-max1-complex64-cpu-foreach0-cap0-tlr0",
+        groups=(GroupSpec(lr=1.0, alpha=0.999999, eps=0.0, momentum=0.0, weight_decay=8.740592603976381e-06),),
+        params=(ParamSpec(shape=(), param_scale=0.001, special="all"),),
+        steps=11,
+        seed=1760015,
+        checks=("lockstep",),
+    ),
+    # Centered, alpha = 0, weight decay on a parameter of 1.7e22: the decayed gradient squared
+    # overflows float32, so v = inf, and v - grad_avg^2 is inf with torch's fused multiply-add but
+    # inf - inf = NaN where grad_avg^2 is rounded (and overflows) first; the exact variance is 0,
+    # so neither is the formula's (Unfused, a state handed to torch, search seed 14).
+    "overflowed_mean_square": Scenario(
+        case="c1-m0-wd1-max0-float32-cpu-foreach0-cap0-tlr0",
+        groups=(GroupSpec(lr=1.0, alpha=0.0, eps=1e-08, momentum=0.0, weight_decay=0.1), _OFF, _OFF),
+        params=(ParamSpec(shape=(), none_every=3), ParamSpec(shape=(), group=1), ParamSpec(shape=(), group=2)),
+        steps=8,
+        checks=("lockstep", "state_dict"),
+    ),
 }
 
 
