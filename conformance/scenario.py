@@ -66,6 +66,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "contract_load_hypers",
         "contract_load_mapping",
         "contract_named_params",
+        "contract_param_groups",
+        "contract_bad_grad",
     ),
 }
 

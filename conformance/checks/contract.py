@@ -41,8 +41,19 @@ the tests assert that torch passes its own contract):
     pairs: ``params`` holds the parameters and ``param_names`` the names, in
     each group and in the state_dict's groups (absent without names); loading
     takes the saved names, keeps its own when the saved groups have none, and
-    accepts torch's own named state_dict; names mixed with plain parameters are
-    refused.
+    accepts torch's own named state_dict; a group that gives ``param_names``
+    itself keeps them; names mixed with plain parameters are refused.
+``contract_param_groups``
+    A parameter in two groups is refused, by the constructor and by
+    ``add_param_group`` (which then adds nothing); a scheduler's ``initial_lr``
+    in a group changes no step and survives ``state_dict`` and
+    ``load_state_dict``; ``lr`` as a 0-d float64 tensor of the library steps bit
+    for bit as the float.
+``contract_bad_grad``
+    A gradient of another shape (one that broadcasts, one of the same size) or
+    of the other precision is never stepped with: torch refuses the
+    assignment; where the library allows it, ``step`` must refuse and leave
+    every parameter, buffer and step count as it was.
 
 Every failure says what the candidate did and what torch does.  An exception
 raised inside one item fails that item with the error and the others still run.
@@ -109,6 +120,14 @@ class _Side:
             own = copy_layout(np.asarray(grad, dtype=self.dtype))
             p.grad = torch.from_numpy(own) if self.torch else own
         return p.grad
+
+    def assign_grad(self, p: Any, grad: NDArray[Any]) -> None:
+        """``p.grad = grad`` as it is (no cast to the parameter's dtype): torch refuses another shape or dtype here."""
+        p.grad = torch.from_numpy(np.array(grad, copy=True)) if self.torch else np.array(grad, copy=True)
+
+    def scalar(self, value: float) -> Any:
+        """``value`` as the library's 0-d float64 tensor (torch: ``torch.tensor``; Lucid: a 0-d ndarray)."""
+        return torch.tensor(value, dtype=torch.float64) if self.torch else np.array(value, dtype=np.float64)
 
     def grad(self, p: Any) -> NDArray[Any] | None:
         """Return ``p.grad`` as an ndarray (a view where possible), or None."""
@@ -221,6 +240,15 @@ def _run(side: _Side, opt: Any, params: Sequence[Any], grads: Sequence[Sequence[
         opt.step()
 
 
+def _run_alike(
+    side: _Side, ours: tuple[Any, Sequence[Any]], theirs: tuple[Any, Sequence[Any]], grads: Sequence[Sequence[Any]]
+) -> list[str]:
+    """Step two runs ``(optimizer, params)`` through the same ``grads``; return where they differ."""
+    for opt, params in (ours, theirs):
+        _run(side, opt, params, grads)
+    return _compare_runs(side, ours, theirs)
+
+
 def _hyper_keys(group: dict[str, Any]) -> dict[str, Any]:
     return {k: group.get(k, "<missing>") for k in Hyper.__dataclass_fields__}
 
@@ -258,9 +286,7 @@ def _positional(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str
     wrong = _hyper_differences(by_keyword.param_groups[0], values)
     if wrong:
         problems.append(f"built by keywords it holds {', '.join(wrong)}; torch's groups hold the values passed")
-    _run(side, by_position, pos_params, grads)
-    _run(side, by_keyword, kw_params, grads)
-    diff = _compare_runs(side, (by_position, pos_params), (by_keyword, kw_params))
+    diff = _run_alike(side, (by_position, pos_params), (by_keyword, kw_params), grads)
     if diff:
         problems.append(f"built positionally it stepped differently from by keywords ({'; '.join(diff[:3])})")
     return problems
@@ -550,9 +576,7 @@ def _named_params(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[s
         )
     plain_params = [side.param(v) for v in init]
     plain = side.cls(plain_params, **hyper.kwargs())
-    _run(side, opt, params, grads)
-    _run(side, plain, plain_params, grads)
-    diff = _compare_runs(side, (opt, params), (plain, plain_params))
+    diff = _run_alike(side, (opt, params), (plain, plain_params), grads)
     if diff:
         problems.append(f"named, it steps differently from unnamed ({'; '.join(diff[:2])}); names change nothing")
     saved = side.state_dict(opt)
@@ -592,6 +616,16 @@ def _named_params(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[s
                 f"loading {what} left param_names {got!r}; torch's load takes the saved names, "
                 f"and keeps its own where the saved groups have none: {want!r}"
             )
+    # A group that gives its names itself, as a saved group does: torch keeps them as they are.
+    given = {"params": [side.param(v) for v in init[:2]], "param_names": list(_NAMES[:2])}
+    try:
+        kept = side.state_dict(side.cls([given], **hyper.kwargs()))["param_groups"][0].get("param_names")
+    except Exception as err:
+        kept = f"<{type(err).__name__}: {err}>"
+    if kept is None or list(kept) != list(_NAMES[:2]):
+        problems.append(
+            f"a group giving param_names {list(_NAMES[:2])} itself saved {kept!r}; torch keeps a group's param_names"
+        )
     fresh = [side.param(v) for v in init]
     if not _refused(lambda: side.cls([(_NAMES[0], fresh[0]), fresh[1]], **hyper.kwargs())):
         problems.append("a named parameter beside a plain one in one group was accepted; torch refuses it")
@@ -610,6 +644,92 @@ def _torch_named_state_dict(init: Sequence[NDArray[Any]], hyper: Hyper) -> dict[
     return statedict.to_numpy(opt.state_dict())
 
 
+def _param_groups(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+    shapes = [(2, 3), (4,)]
+    init = [_draw(rng, s, side.dtype) for s in shapes]
+    grads = [[_draw(rng, s, side.dtype) for s in shapes] for _ in range(3)]
+    problems = []
+    params = [side.param(v) for v in init]
+    if not _refused(lambda: side.cls([{"params": params[:1]}, {"params": params}], **hyper.kwargs())):
+        problems.append("a parameter in two param groups was accepted; torch refuses it (ValueError)")
+    opt = side.cls(params[:1], **hyper.kwargs())
+    if not _refused(lambda: opt.add_param_group({"params": [params[1], params[0]]})):
+        problems.append("add_param_group with a parameter the optimizer holds already was accepted; torch refuses it")
+    elif len(opt.param_groups) != 1 or [id(q) for q in opt.param_groups[0]["params"]] != [id(params[0])]:
+        problems.append("a refused add_param_group changed param_groups; torch's refusal adds nothing")
+    # A scheduler's bookkeeping key (torch's LRScheduler sets initial_lr in every group), and lr as a
+    # 0-d tensor of the library (torch accepts a Tensor lr): the optimizer steps as with neither.
+    keyed, plain, tensor_lr = ([side.param(v) for v in init] for _ in range(3))
+    with_key = side.cls(keyed, **hyper.kwargs())
+    for group in with_key.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    without = side.cls(plain, **hyper.kwargs())
+    diff = _run_alike(side, (with_key, keyed), (without, plain), grads)
+    if diff:
+        problems.append(f"with a scheduler's initial_lr in its group it stepped otherwise ({'; '.join(diff[:3])})")
+    saved = side.state_dict(with_key)["param_groups"][0].get("initial_lr", "<missing>")
+    loader = side.cls([side.param(v) for v in init], **hyper.kwargs())
+    side.load(loader, side.state_dict(with_key))
+    loaded = loader.param_groups[0].get("initial_lr", "<missing>")
+    if saved != hyper.lr or loaded != hyper.lr:
+        problems.append(
+            f"a group's initial_lr={hyper.lr!r} was saved as {saved!r} and loaded as {loaded!r}; torch's state_dict "
+            "and load_state_dict keep every key of a group"
+        )
+    try:
+        by_tensor = side.cls(tensor_lr, **{**hyper.kwargs(), "lr": side.scalar(hyper.lr)})
+        _run(side, by_tensor, tensor_lr, grads)
+    except Exception as err:
+        problems.append(f"lr as a 0-d float64 tensor raised {type(err).__name__}: {err}; torch accepts a Tensor lr")
+    else:
+        diff = _compare_runs(side, (by_tensor, tensor_lr), (without, plain))
+        if diff:
+            problems.append(f"lr as a 0-d float64 tensor stepped otherwise than the float ({'; '.join(diff[:3])})")
+    return problems
+
+
+def _other_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """Return the dtype of the same kind and the other precision (float32 <-> float64, complex64 <-> complex128)."""
+    return np.dtype({"f4": "f8", "f8": "f4", "c8": "c16", "c16": "c8"}[f"{dtype.kind}{dtype.itemsize}"])
+
+
+def _bad_grad(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+    shapes = [(5,), (2, 3)]
+    init = [_draw(rng, s, side.dtype) for s in shapes]
+    first = [_draw(rng, s, side.dtype) for s in shapes]
+    other = _other_dtype(side.dtype)
+    problems = []
+    # The wrong gradients, given to the last parameter (so a step that updates the first before it
+    # looks at the second shows): one that broadcasts against it, one of its size, one of the other
+    # precision.  torch refuses each as it is assigned; where the library allows the assignment,
+    # step must refuse it and leave every parameter, buffer and step count as it was.
+    for label, grad in (
+        ("of shape (3,) for a (2, 3) parameter", _draw(rng, (3,), side.dtype)),
+        ("of shape (6,) for a (2, 3) parameter", _draw(rng, (6,), side.dtype)),
+        (f"of dtype {other} for a {side.dtype} parameter", first[1].astype(other)),
+    ):
+        params = [side.param(v) for v in init]
+        opt = side.cls(params, **hyper.kwargs())
+        _run(side, opt, params, [first])  # state to keep
+        side.set_grad(params[0], first[0])
+        try:
+            side.assign_grad(params[1], grad)
+        except Exception:
+            continue  # refused as torch refuses it
+        before = _snapshot(side, opt, params)
+        steps = [side.step_count(opt, p) for p in params]
+        if not _refused(opt.step):
+            problems.append(f"a gradient {label} was stepped with; torch refuses it")
+            continue
+        moved = _moved(before, _snapshot(side, opt, params), lambda i: f"params[{i}]")
+        if moved or steps != [side.step_count(opt, p) for p in params]:
+            problems.append(
+                f"a step refusing a gradient {label} changed the optimizer ({'; '.join(moved[:2]) or 'step counts'}); "
+                "torch refuses such a gradient before anything changes"
+            )
+    return problems
+
+
 # ---------------------------------------------------------------------------- the family
 
 
@@ -625,6 +745,8 @@ def _items(side: _Side, scenario: Scenario, hyper: Hyper, seed: int) -> Iterator
     yield "contract_load_hypers", lambda: _load_hypers(side, hyper, rng(5))
     yield "contract_load_mapping", lambda: _load_mapping(side, hyper, rng(6))
     yield "contract_named_params", lambda: _named_params(side, hyper, rng(7))
+    yield "contract_param_groups", lambda: _param_groups(side, hyper, rng(8))
+    yield "contract_bad_grad", lambda: _bad_grad(side, hyper, rng(9))
 
 
 #: What torch does, item by item: a passing outcome's text, and the other half of a failure by exception.
@@ -637,6 +759,8 @@ TORCH_DOES = {
     "contract_load_hypers": "load_state_dict restores the saved hyperparameters over the constructor's",
     "contract_load_mapping": "saved state index i goes to the i-th parameter over param_groups in order",
     "contract_named_params": "(name, parameter) pairs accepted; their names are param_names in groups and state_dicts",
+    "contract_param_groups": "a parameter in two groups refused; extra group keys and a Tensor lr change no step",
+    "contract_bad_grad": "a gradient of another shape or dtype refused, the optimizer left as it was",
 }
 
 

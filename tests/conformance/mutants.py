@@ -32,6 +32,12 @@ class _Honest(RMSprop):
         if closure is not None:  # torch's contract: once, with gradients enabled, its loss returned
             with enable_grad():
                 loss = closure()
+        for group in self.param_groups:  # every gradient checked before anything changes, as torch refuses them
+            for p in group["params"]:
+                if p.grad is not None and (p.grad.shape, p.grad.dtype) != (p.data.shape, p.data.dtype):
+                    raise ValueError(
+                        f"a gradient {p.grad.dtype}{p.grad.shape} for a {p.data.dtype}{p.data.shape} parameter"
+                    )
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:

@@ -259,6 +259,73 @@ class ParamNamesAlwaysWritten(RMSprop):
         return sd
 
 
+# ------------------------------------------------------------------ param groups, a Tensor lr, wrong gradients
+
+
+class ParamInTwoGroupsAccepted(RMSprop):
+    """A parameter already held is accepted into another group (no duplicate check): it steps twice per step."""
+
+    def add_param_group(self, param_group):
+        held, self.param_groups = self.param_groups, []
+        try:
+            super().add_param_group(param_group)
+        finally:
+            self.param_groups = held + self.param_groups
+
+
+class GroupKeysDroppedOnSave(RMSprop):
+    """state_dict writes only the hyperparameters it knows: a scheduler's initial_lr is lost across a save."""
+
+    def state_dict(self):
+        sd = super().state_dict()
+        known = {"params", PARAM_NAMES, *hyperparameters(self.defaults)}
+        sd["param_groups"] = [{k: v for k, v in g.items() if k in known} for g in sd["param_groups"]]
+        return sd
+
+
+class TensorLrRefused(RMSprop):
+    """lr must be a Python or NumPy number: a 0-d tensor (torch accepts a Tensor lr) is refused."""
+
+    def __init__(self, params, lr=1e-2, *args, **kwargs):
+        if isinstance(lr, np.ndarray):
+            raise TypeError(f"lr must be a float, got {type(lr).__name__}")
+        super().__init__(params, lr, *args, **kwargs)
+
+
+class GradBroadcast(_Honest):
+    """A gradient that broadcasts against its parameter is stepped with, broadcast (NumPy's rules)."""
+
+    def step(self, closure=None):
+        for p in (p for g in self.param_groups for p in g["params"] if p.grad is not None):
+            p.grad = np.broadcast_to(p.grad, p.data.shape).astype(p.data.dtype)
+        return super().step(closure)
+
+
+class GradCastToParam(_Honest):
+    """A gradient of another dtype is cast to the parameter's and stepped with (torch refuses it)."""
+
+    def step(self, closure=None):
+        for p in (p for g in self.param_groups for p in g["params"] if p.grad is not None):
+            if p.grad.dtype != p.data.dtype:
+                p.grad = p.grad.astype(p.data.dtype)
+        return super().step(closure)
+
+
+class RefusesAfterUpdating(_Honest):
+    """Checks each gradient only when it reaches it: the parameters before a bad one are already updated."""
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if (p.grad.shape, p.grad.dtype) != (p.data.shape, p.data.dtype):
+                    raise ValueError("a gradient of another shape or dtype")
+                state = self._state_for(p, group)
+                state["step"] += 1.0
+                self._update(p, p.grad, state, group)
+
+
 MUTANTS = (
     PositionalAlphaEpsSwapped,
     PositionalMomentumFirst,
@@ -280,4 +347,10 @@ MUTANTS = (
     ParamNamesDropped,
     ParamNamesNotLoaded,
     ParamNamesAlwaysWritten,
+    ParamInTwoGroupsAccepted,
+    GroupKeysDroppedOnSave,
+    TensorLrRefused,
+    GradBroadcast,
+    GradCastToParam,
+    RefusesAfterUpdating,
 )

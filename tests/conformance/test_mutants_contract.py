@@ -45,6 +45,12 @@ CATALOGUE: dict[type, str] = {
     mc.ParamNamesDropped: "contract_named_params",
     mc.ParamNamesNotLoaded: "contract_named_params",
     mc.ParamNamesAlwaysWritten: "contract_named_params",
+    mc.ParamInTwoGroupsAccepted: "contract_param_groups",
+    mc.GroupKeysDroppedOnSave: "contract_param_groups",
+    mc.TensorLrRefused: "contract_param_groups",
+    mc.GradBroadcast: "contract_bad_grad",
+    mc.GradCastToParam: "contract_bad_grad",
+    mc.RefusesAfterUpdating: "contract_bad_grad",
 }
 
 #: Mutants whose fault touches nothing but the one item: every other contract check must pass them
@@ -59,6 +65,8 @@ ONLY_THEIR_CHECK = (
     mc.LoadMapsByShape,
     mc.NamedParamsRefused,
     mc.ParamNamesAlwaysWritten,
+    mc.GroupKeysDroppedOnSave,
+    mc.GradCastToParam,
 )
 
 #: One case with every flag off, one with every flag on (another dtype and torch implementation).
