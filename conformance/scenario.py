@@ -68,6 +68,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "contract_named_params",
         "contract_param_groups",
         "contract_bad_grad",
+        "contract_in_place",
     ),
 }
 

@@ -28,7 +28,7 @@ Check families (a :class:`~conformance.scenario.Scenario` lists the ones it runs
     ``contract_zero_grad``, ``contract_closure``, ``contract_grad_untouched``,
     ``contract_state_isolation``, ``contract_load_hypers``,
     ``contract_load_mapping``, ``contract_named_params``,
-    ``contract_param_groups``, ``contract_bad_grad``.
+    ``contract_param_groups``, ``contract_bad_grad``, ``contract_in_place``.
 """
 
 from __future__ import annotations

@@ -54,6 +54,12 @@ the tests assert that torch passes its own contract):
     of the other precision is never stepped with: torch refuses the
     assignment; where the library allows it, ``step`` must refuse and leave
     every parameter, buffer and step count as it was.
+``contract_in_place``
+    Small parameters, several of a shape, in one group: a reference to a
+    parameter's values taken before the steps sees every update (torch
+    updates in place); a parameter and its buffers given new values between
+    steps by assigning new arrays step exactly as when the values are written
+    in place (torch reads ``p.data`` and ``opt.state[p]`` at every step).
 
 Every failure says what the candidate did and what torch does.  An exception
 raised inside one item fails that item with the error and the others still run.
@@ -128,6 +134,30 @@ class _Side:
     def scalar(self, value: float) -> Any:
         """``value`` as the library's 0-d float64 tensor (torch: ``torch.tensor``; Lucid: a 0-d ndarray)."""
         return torch.tensor(value, dtype=torch.float64) if self.torch else np.array(value, dtype=np.float64)
+
+    def data(self, p: Any) -> Any:
+        """``p.data``: the library's object for ``p``'s values, which an in-place update updates."""
+        return p.data
+
+    def as_array(self, data: Any) -> NDArray[Any]:
+        """Return a copy of what :meth:`data` returned, as an ndarray."""
+        return data.detach().numpy().copy() if self.torch else np.array(data, copy=True)
+
+    def replace_data(self, p: Any, values: NDArray[Any], in_place: bool) -> None:
+        """Give ``p`` the ``values``: written into its array (``in_place``) or as a new array assigned to ``p.data``."""
+        new = np.array(values, dtype=self.dtype, copy=True)
+        if in_place:
+            p.data[...] = torch.from_numpy(new) if self.torch else new
+        else:
+            p.data = torch.from_numpy(new) if self.torch else new
+
+    def replace_buffer(self, opt: Any, p: Any, key: str, values: NDArray[Any], in_place: bool) -> None:
+        """Give ``opt.state[p][key]`` the ``values``: written into the buffer, or a new buffer assigned."""
+        new = np.array(values, dtype=self.dtype, copy=True)
+        if in_place:
+            opt.state[p][key][...] = torch.from_numpy(new) if self.torch else new
+        else:
+            opt.state[p][key] = torch.from_numpy(new) if self.torch else new
 
     def grad(self, p: Any) -> NDArray[Any] | None:
         """Return ``p.grad`` as an ndarray (a view where possible), or None."""
@@ -730,6 +760,50 @@ def _bad_grad(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     return problems
 
 
+#: The in-place item's parameters: small ones, several of a shape, in one group (an implementation
+#: may pack such parameters into one flat array); the ones at :data:`_HELD` are referenced by the caller.
+_EDIT_SHAPES = ((3,), (2, 2), (3,), (5,), (2, 2), (1,))
+_HELD = (0, 3, 4)
+
+
+def _in_place(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+    init = [_draw(rng, s, side.dtype) for s in _EDIT_SHAPES]
+    grads = [[_draw(rng, s, side.dtype) for s in _EDIT_SHAPES] for _ in range(5)]
+    problems = []
+    # 1. A reference to a parameter's values taken before the steps (an EMA's, a logger's) sees
+    # every update: torch updates p in place.
+    params = [side.param(v) for v in init]
+    opt = side.cls(params, **hyper.kwargs())
+    held = {i: side.data(params[i]) for i in _HELD}
+    _run(side, opt, params, grads[:3])
+    stale = [f"params[{i}]" for i, ref in held.items() if not _same(side.as_array(ref), side.values(params[i]))]
+    if stale:
+        problems.append(
+            f"a reference to {', '.join(stale)}.data taken before the steps no longer shows the parameter; "
+            "torch updates each parameter in place"
+        )
+    # 2. Values and state edited between steps, by assignment in one run and in place in the other,
+    # step alike: torch reads p.data and opt.state[p] afresh at every step.
+    runs = []
+    for in_place in (False, True):
+        ps = [side.param(v) for v in init]
+        o = side.cls(ps, **hyper.kwargs())
+        _run(side, o, ps, grads[:2])
+        for i in (1, 3):
+            side.replace_data(ps[i], init[i] * 0.5, in_place)
+            for key, buf in side.buffers(o, ps[i]).items():
+                side.replace_buffer(o, ps[i], key, np.abs(buf) * 2 + 1 if key == "square_avg" else buf * 0.5, in_place)
+        _run(side, o, ps, grads[2:])
+        runs.append((o, ps))
+    diff = _compare_runs(side, runs[0], runs[1])
+    if diff:
+        problems.append(
+            f"a parameter and its state assigned new arrays between steps stepped otherwise than written in place "
+            f"({'; '.join(diff[:3])}); torch reads p.data and opt.state[p] at every step"
+        )
+    return problems
+
+
 # ---------------------------------------------------------------------------- the family
 
 
@@ -747,6 +821,7 @@ def _items(side: _Side, scenario: Scenario, hyper: Hyper, seed: int) -> Iterator
     yield "contract_named_params", lambda: _named_params(side, hyper, rng(7))
     yield "contract_param_groups", lambda: _param_groups(side, hyper, rng(8))
     yield "contract_bad_grad", lambda: _bad_grad(side, hyper, rng(9))
+    yield "contract_in_place", lambda: _in_place(side, hyper, rng(10))
 
 
 #: What torch does, item by item: a passing outcome's text, and the other half of a failure by exception.
@@ -761,6 +836,7 @@ TORCH_DOES = {
     "contract_named_params": "(name, parameter) pairs accepted; their names are param_names in groups and state_dicts",
     "contract_param_groups": "a parameter in two groups refused; extra group keys and a Tensor lr change no step",
     "contract_bad_grad": "a gradient of another shape or dtype refused, the optimizer left as it was",
+    "contract_in_place": "parameters updated in place; p.data and opt.state[p] read afresh at every step",
 }
 
 

@@ -326,6 +326,29 @@ class RefusesAfterUpdating(_Honest):
                 self._update(p, p.grad, state, group)
 
 
+# ------------------------------------------------------------------ in place
+
+
+class NewArraysEachStep(_Honest):
+    """A functional step: each parameter gets a new array (``p.data = p.data - update``), never written in place."""
+
+    def _update(self, p, grad, state, group, **changes):
+        p.data = p.data.copy()
+        super()._update(p, grad, state, group, **changes)
+
+
+class BuffersCached(_Honest):
+    """The buffers read from the state once, kept on the optimizer: later assignments to opt.state[p] ignored."""
+
+    def _update(self, p, grad, state, group, **changes):
+        cache = self.__dict__.setdefault("_cache", {})
+        kept = cache.setdefault(id(p), {})
+        for key, value in state.items():
+            if isinstance(value, np.ndarray):
+                state[key] = kept.setdefault(key, value)
+        super()._update(p, grad, state, group, **changes)
+
+
 MUTANTS = (
     PositionalAlphaEpsSwapped,
     PositionalMomentumFirst,
@@ -353,4 +376,6 @@ MUTANTS = (
     GradBroadcast,
     GradCastToParam,
     RefusesAfterUpdating,
+    NewArraysEachStep,
+    BuffersCached,
 )

@@ -51,16 +51,18 @@ CATALOGUE: dict[type, str] = {
     mc.GradBroadcast: "contract_bad_grad",
     mc.GradCastToParam: "contract_bad_grad",
     mc.RefusesAfterUpdating: "contract_bad_grad",
+    mc.NewArraysEachStep: "contract_in_place",
+    mc.BuffersCached: "contract_in_place",
 }
 
 #: Mutants whose fault touches nothing but the one item: every other contract check must pass them
-#: (so an exception or a failure inside one item does not spill into the others).
+#: (so an exception or a failure inside one item does not spill into the others).  Not
+#: SharedBuffersByShape: contract_in_place edits one parameter's state, which moves its twin's too.
 ONLY_THEIR_CHECK = (
     mc.PositionalAlphaEpsSwapped,
     mc.ZeroGradZeroesByDefault,
     mc.ClosureCalledTwice,
     mc.GradNegatedInPlace,
-    mc.SharedBuffersByShape,
     mc.LoadKeepsOwnHypers,
     mc.LoadMapsByShape,
     mc.NamedParamsRefused,
