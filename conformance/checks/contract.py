@@ -771,36 +771,42 @@ def _in_place(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     grads = [[_draw(rng, s, side.dtype) for s in _EDIT_SHAPES] for _ in range(5)]
     problems = []
     # 1. A reference to a parameter's values taken before the steps (an EMA's, a logger's) sees
-    # every update: torch updates p in place.
-    params = [side.param(v) for v in init]
-    opt = side.cls(params, **hyper.kwargs())
-    held = {i: side.data(params[i]) for i in _HELD}
-    _run(side, opt, params, grads[:3])
-    stale = [f"params[{i}]" for i, ref in held.items() if not _same(side.as_array(ref), side.values(params[i]))]
-    if stale:
-        problems.append(
-            f"a reference to {', '.join(stale)}.data taken before the steps no longer shows the parameter; "
-            "torch updates each parameter in place"
-        )
-    # 2. Values and state edited between steps, by assignment in one run and in place in the other,
-    # step alike: torch reads p.data and opt.state[p] afresh at every step.
-    runs = []
-    for in_place in (False, True):
-        ps = [side.param(v) for v in init]
-        o = side.cls(ps, **hyper.kwargs())
-        _run(side, o, ps, grads[:2])
-        for i in (1, 3):
-            side.replace_data(ps[i], init[i] * 0.5, in_place)
-            for key, buf in side.buffers(o, ps[i]).items():
-                side.replace_buffer(o, ps[i], key, np.abs(buf) * 2 + 1 if key == "square_avg" else buf * 0.5, in_place)
-        _run(side, o, ps, grads[2:])
-        runs.append((o, ps))
-    diff = _compare_runs(side, runs[0], runs[1])
-    if diff:
-        problems.append(
-            f"a parameter and its state assigned new arrays between steps stepped otherwise than written in place "
-            f"({'; '.join(diff[:3])}); torch reads p.data and opt.state[p] at every step"
-        )
+    # every update: torch updates p in place.  Some parameters held, then all of them.
+    for held_ones in (_HELD, range(len(_EDIT_SHAPES))):
+        params = [side.param(v) for v in init]
+        opt = side.cls(params, **hyper.kwargs())
+        held = {i: side.data(params[i]) for i in held_ones}
+        _run(side, opt, params, grads[:3])
+        stale = [f"params[{i}]" for i, ref in held.items() if not _same(side.as_array(ref), side.values(params[i]))]
+        if stale:
+            problems.append(
+                f"a reference to {', '.join(stale)}.data taken before the steps no longer shows the parameter; "
+                "torch updates each parameter in place"
+            )
+            break
+    # 2. Values, then state, edited between steps, by assignment in one run and in place in the
+    # other, step alike: torch reads p.data and opt.state[p] afresh at every step.
+    for edited in ("p.data", "opt.state[p]"):
+        runs = []
+        for in_place in (False, True):
+            ps = [side.param(v) for v in init]
+            o = side.cls(ps, **hyper.kwargs())
+            _run(side, o, ps, grads[:2])
+            for i in (1, 3):
+                if edited == "p.data":
+                    side.replace_data(ps[i], init[i] * 0.5, in_place)
+                    continue
+                for key, buf in side.buffers(o, ps[i]).items():
+                    value = np.abs(buf) * 2 + 1 if key == "square_avg" else buf * 0.5
+                    side.replace_buffer(o, ps[i], key, value, in_place)
+            _run(side, o, ps, grads[2:])
+            runs.append((o, ps))
+        diff = _compare_runs(side, runs[0], runs[1])
+        if diff:
+            problems.append(
+                f"new arrays assigned to {edited} between steps stepped otherwise than the same values written in "
+                f"place ({'; '.join(diff[:3])}); torch reads p.data and opt.state[p] at every step"
+            )
     return problems
 
 
