@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tracemalloc
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +245,35 @@ def test_fms_square32_rounds_to_odd_where_the_reference_does(chunk: int) -> None
         part = slice(lo, lo + chunk)
         _fast._fms_square32_into(out[part], x[part], c[part], scratch)
     assert_bitwise_equal(out, expected, "fms_square32")
+
+
+def _odd_remainder_cases(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 ``a, b, c`` whose TwoSum remainder ``v`` is odd and inexact, just below half an ulp of an odd ``c``.
+
+    ``a*b`` lies in ``(2**-53 - 2**-106, 2**-53 - 2**-106 + 2**-107)``: it rounds to
+    ``uh = 2**-53 - 2**-106`` (odd) with a positive ``ul``, ``c + uh`` rounds back to
+    ``c = 1 + 2**-52``, so ``v = RN(uh + ul) = uh`` is odd and inexact.  Round to odd
+    keeps it (``c + v`` is below the midpoint: ``c``); moving it to its even neighbour
+    ``2**-53`` would make ``c + v`` a tie, rounded to even: ``c + 2**-51``.
+    """
+    low = Fraction(2) ** -53 - Fraction(2) ** -106
+    a_list, b_list = [], []
+    while len(a_list) < n:
+        a = 1.0 + float(rng.integers(1, 2**52)) * 2.0**-52
+        b = float((low + Fraction(2) ** -108) / Fraction(a))
+        if low < Fraction(a) * Fraction(b) < low + Fraction(2) ** -107:
+            a_list.append(a)
+            b_list.append(b)
+    return np.array(a_list), np.array(b_list), np.full(n, 1.0 + 2.0**-52)
+
+
+def test_fma64_keeps_an_odd_inexact_remainder() -> None:
+    a, b, c = _odd_remainder_cases(np.random.default_rng(2), 64)
+    expected = reference_fma(a, b, c)
+    assert np.all(expected == c)  # the exact sum is below the midpoint
+    out = np.empty_like(a)
+    _fast._fma64_into(out, a, b, c, _fast._Scratch(np.dtype(np.float64), a.size))
+    assert_bitwise_equal(out, expected, "fma64 with odd inexact remainders")
 
 
 def test_fma_into_matches_reference_on_special_values() -> None:
