@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import mutants
 import pytest
+import torch
 
+from benchmarks import false_alarms
 from conformance.checks import run_checks
 from conformance.scenario import GroupSpec, ParamSpec, Scenario
 
@@ -72,3 +74,20 @@ FOUND = {
 def test_found_scenario_passes_the_honest_variants(name: str, variant: type) -> None:
     failed = [str(o) for o in run_checks(FOUND[name], variant) if not o.passed]
     assert not failed, "\n".join(failed)
+
+
+def test_the_false_alarm_benchmark_runs_and_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    threads = torch.get_num_threads()
+    try:
+        status = false_alarms.main(["--seeds", "1", "--budget", "1", "--no-probes", "--variants", "mutants:Unfused"])
+    finally:
+        torch.set_num_threads(threads)  # the search-only mode runs on one thread, as check's workers do
+    out = capsys.readouterr().out
+    assert status == 0 and "false alarms: 0 of 1 runs" in out, out
+
+
+@pytest.mark.parametrize("bad", [["--seeds", "0"], ["--budget", "0"], ["--first-seed", "-1"]])
+def test_the_false_alarm_benchmark_refuses_bad_arguments(bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        false_alarms.main(bad)
+    assert exit_.value.code == 2 and bad[0] in capsys.readouterr().err
