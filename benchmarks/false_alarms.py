@@ -1,15 +1,16 @@
 """Count false alarms: seeded runs of ``check`` against honest RMSprop variants, which must all pass.
 
 Run ``python -m benchmarks.false_alarms`` (the default ``check`` for 20 seeds
-on each variant: probes, then 120 s of search, about 3 hours on 2 cores) or
+on each variant: probes, then 120 s of search, about 5 hours on 2 cores) or
 with ``--budget 20 --no-probes`` (the drawn search alone, 20 s a seed: about
 20 minutes).  The honest variants are the test suite's
 (``tests/conformance/mutants.py``): Lucid itself, ``Unfused`` (every step
 written out in NumPy, separate roundings) and ``WiderIntermediates`` (float32
 computed in float64 and rounded once: nearer the exact step than torch).  Each
 differs from torch by rounding only, so every failure the harness reports on
-one is a false alarm; each is printed with its replay command.  Exit status 0
-when no run failed, 1 otherwise.
+one is a false alarm; each is printed with its replay command.  A run that
+drew no scenario (a budget too short for one) is no pass either.  Exit status 0
+when every run passed, 1 otherwise, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variants", nargs="+", default=list(HONEST), help=f"default: {' '.join(HONEST)}")
     parser.add_argument("--jobs", type=int, default=0, help="worker processes (default: one per usable CPU)")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.budget <= 0 or args.first_seed < 0:
-        parser.error(
-            f"--seeds must be >= 1, --budget > 0 and --first-seed >= 0, "
-            f"got {args.seeds}, {args.budget}, {args.first_seed}"
-        )
+    for flag, value, ok, rule in (
+        ("--seeds", args.seeds, args.seeds >= 1, ">= 1"),
+        ("--budget", args.budget, args.budget > 0, "> 0"),
+        ("--first-seed", args.first_seed, args.first_seed >= 0, ">= 0"),
+    ):
+        if not ok:
+            parser.error(f"{flag} must be {rule}, got {value}")
     return args
 
 
@@ -71,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                 report = check_candidate(variant, budget=args.budget, seed=seed, jobs=jobs)
                 failures = report.failure_lines()
                 drawn = report.search.scenarios if report.search else 0
-            alarms += bool(failures)
-            verdict = "FALSE ALARM" if failures else "pass"
+            # A run that drew nothing searched nothing: not a pass.
+            verdict = "FALSE ALARM" if failures else "pass" if drawn else "NOTHING DRAWN"
+            alarms += verdict != "pass"
             print(
                 f"{variant:28} seed {seed:2}: {verdict:11} {drawn:4} drawn  {time.perf_counter() - start:6.1f} s",
                 flush=True,
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in failures:
                 print(f"    {line}")
     runs = len(args.variants) * args.seeds
-    print(f"false alarms: {alarms} of {runs} runs")
+    print(f"false alarms (or nothing drawn): {alarms} of {runs} runs")
     return 1 if alarms else 0
 
 

@@ -98,7 +98,9 @@ class StepScales:
     #: noise, so NaN (a negative root, inf - inf) on one side and a number on the other
     #: are both honest.  Not centered, with ``eps = 0``: the elements
     #: whose root of the mean square is below the dtype's smallest normal number (a
-    #: square that underflowed), where the reference divides by zero.
+    #: square that underflowed), where the reference divides by zero.  In any mode: the
+    #: elements whose update or momentum buffer is beyond the dtype's range (an
+    #: intermediate the dtype overflows and a wider evaluation does not).
     cancelled: NDArray[np.bool_] | None = None
     #: Centered mode with ``alpha <= 1/2``: the elements whose decayed gradient is
     #: infinite, or whose grad_avg was infinite before the step.  torch's ``lerp_``
@@ -136,8 +138,9 @@ def step_scales(
         # So does the decayed gradient g + wd * theta, the one rounded input of the update:
         # where it is subnormal its error is eta, however small G is, and the update divides
         # that by avg (a tiny parameter, eps = 0: the step's error is eta / avg, thousands of
-        # units of u |theta|).  Without weight decay the gradient enters exact.
-        s_g = np.where(G == 0, 0.0, G + underflow) if hyper.weight_decay != 0 else G
+        # units of u |theta|).  Without weight decay, or with a zero parameter, the gradient
+        # enters exact.
+        s_g = np.where((G == 0) | (p0 == 0), G, G + underflow) if hyper.weight_decay != 0 else G
         s_ga = cancelled = lerp_nonfinite = None
         if hyper.centered:
             ga0 = np.abs(state0.get("grad_avg", np.zeros_like(param0)).astype(f))
@@ -151,7 +154,9 @@ def step_scales(
             cancelled = var <= LOCKSTEP_BOUND * u * s_var
             # The mean square overflowed in this step (finite inputs, an infinite result): v - grad_avg^2
             # is then inf with a fused multiply-add (torch's), inf - inf = NaN where grad_avg^2 is rounded
-            # first and overflows too.  The exact variance is finite, so neither is the formula's.
+            # first and overflows too.  In exact arithmetic the variance of finite inputs is finite, so
+            # neither is the formula's (v and grad_avg themselves stay pinned: the lockstep judges
+            # this mask on the parameter and the momentum buffer only).
             cancelled |= np.isinf(v1) & np.isfinite(v0) & np.isfinite(G) & np.isfinite(ga0)
             # The conditioning: the variance's error scale over the variance.  Not |v| / var:
             # where lerp cancels (alpha near 0, grad_avg far smaller than before the step)
@@ -183,6 +188,15 @@ def step_scales(
             s_p = p0 + hyper.lr * s_b
         else:
             s_p = p0 + hyper.lr * s_q
+        # An intermediate beyond the dtype's range (the update G / avg, the momentum buffer): the
+        # forward-error bound assumes none.  The dtype overflows it to an infinity that a wider
+        # evaluation keeps finite, and the parameter made from it (lr times it, added to theta) can
+        # be finite in exact arithmetic: there the parameter's infinity, or its finite value, is the
+        # precision's, not the formula's (torch's float32 inf against a float64 variant's 2.1e38).
+        beyond = (s_b if s_b is not None else s_q) >= float(np.finfo(param0.dtype).max)
+        if beyond.any():
+            s_p = np.where(beyond, np.inf, s_p)
+            cancelled = beyond if cancelled is None else cancelled | beyond
     return StepScales(
         square_avg=s_v,
         grad_avg=s_ga,

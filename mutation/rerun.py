@@ -18,8 +18,12 @@ or second column filtered by ``--status``) or a file of names, one per line.
 Output: a TSV of mutant, verdict (``killed``: pytest failed, ``survived``: it
 passed, ``error``: pytest could not run the selection, exit 2-5), exit code and
 seconds; one line per mutant on standard output as it finishes.  First the
-selection runs without a mutant (the control); if it fails there, nothing else
-runs and the exit status is 1.
+selection runs without a mutant (it must pass) and with mutmut's ``fail`` (it must
+fail: it reaches mutated code); if either control says otherwise, nothing else
+runs and the exit status is 1.  A mutant past ``--timeout`` seconds is a
+``timeout``.  Files deleted from the working tree are not deleted from the
+work directory, and its ``lucid/`` is the one ``mutmut run`` mutated: rerun
+``mutmut run`` after changing Lucid.
 ``LUCID_ACCELERATOR`` is passed on only where it is set.
 """
 
@@ -37,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: The directories of the working tree that mutmut copies unmutated (``also_copy``, and the tests).
 COPIED = ("benchmarks", "conformance", "mutation", "tests")
+#: Files of the working tree copied beside them (pytest's settings live in pyproject.toml).
+COPIED_FILES = ("pyproject.toml",)
 
 
 def read_mutants(path: Path, status: str | None) -> list[str]:
@@ -62,20 +68,29 @@ def refresh(work: Path) -> None:
     """Copy the unmutated directories of the working tree into ``work`` (the mutated ``lucid/`` is kept)."""
     for name in COPIED:
         shutil.copytree(ROOT / name, work / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in COPIED_FILES:
+        shutil.copy2(ROOT / name, work / name)
 
 
-def run_one(work: Path, mutant: str, selection: list[str]) -> tuple[str, int, float]:
-    """Run ``selection`` under ``mutant`` in ``work``; return the verdict, pytest's exit code and the seconds."""
+def run_one(work: Path, mutant: str, selection: list[str], timeout: float) -> tuple[str, int, float]:
+    """Run ``selection`` under ``mutant`` in ``work``; return the verdict, pytest's exit code and the seconds.
+
+    The verdict is ``timeout`` (exit code -1) past ``timeout`` seconds.
+    """
     env = {**os.environ, "MUTANT_UNDER_TEST": mutant, "PYTHONPATH": str(work)}
     start = time.perf_counter()
-    code = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *selection],
-        cwd=work,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=False,
-    ).returncode
+    try:
+        code = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *selection],
+            cwd=work,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            timeout=timeout,
+        ).returncode
+    except subprocess.TimeoutExpired:
+        return "timeout", -1, time.perf_counter() - start
     verdict = {0: "survived", 1: "killed"}.get(code, "error")
     return verdict, code, time.perf_counter() - start
 
@@ -89,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--status", help="only the rows whose second column is this (e.g. survived)")
     parser.add_argument("--out", type=Path, required=True, help="the TSV to write")
     parser.add_argument("--work", type=Path, default=ROOT / "mutants", help="mutmut's work directory")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per mutant (default 1800)")
     args = parser.parse_args(ours)
     if not selection:
         parser.error("give the pytest selection after --")
@@ -101,15 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"not mutants of {args.work}: {', '.join(unknown[:5])}")
     refresh(args.work)
-    # The control: unmutated, the selection must pass, or a "kill" would say nothing of the mutant.
-    verdict, code, seconds = run_one(args.work, "", selection)
-    print(f"control  {seconds:6.1f} s  (no mutant): exit {code}", flush=True)
-    if code != 0:
-        print(f"the selection fails without a mutant (exit {code}): no verdict would mean anything", file=sys.stderr)
-        return 1
+    # The controls: unmutated, the selection must pass, or a "kill" would say nothing of the mutant;
+    # with mutmut's "fail" (every mutated function raises) it must fail, or it reaches no mutated
+    # code (an unmutated lucid imported, a selection that calls none of it) and every mutant "survives".
+    for control, want in (("", 0), ("fail", 1)):
+        _, code, seconds = run_one(args.work, control, selection, args.timeout)
+        print(f"control  {seconds:6.1f} s  (MUTANT_UNDER_TEST={control!r}): exit {code}", flush=True)
+        if code != want:
+            print(f"the control {control!r} exited {code}, not {want}: no verdict would mean anything", file=sys.stderr)
+            return 1
     rows = []
     for name in mutants:
-        verdict, code, seconds = run_one(args.work, name, selection)
+        verdict, code, seconds = run_one(args.work, name, selection, args.timeout)
         rows.append((name, verdict, str(code), f"{seconds:.1f}"))
         print(f"{verdict:8} {seconds:6.1f} s  {name}", flush=True)
     tmp = args.out.with_name(args.out.name + ".tmp")

@@ -687,23 +687,28 @@ def _param_groups(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[s
         problems.append("add_param_group with a parameter the optimizer holds already was accepted; torch refuses it")
     elif len(opt.param_groups) != 1 or [id(q) for q in opt.param_groups[0]["params"]] != [id(params[0])]:
         problems.append("a refused add_param_group changed param_groups; torch's refusal adds nothing")
-    # A scheduler's bookkeeping key (torch's LRScheduler sets initial_lr in every group), and lr as a
-    # 0-d tensor of the library (torch accepts a Tensor lr): the optimizer steps as with neither.
+    # A scheduler's bookkeeping key (torch's LRScheduler sets initial_lr in every group; after it has
+    # decayed lr, initial_lr is the larger), and lr as a 0-d tensor of the library (torch accepts a
+    # Tensor lr): the optimizer steps with lr as with neither.
+    initial = 2 * hyper.lr + 1e-3
     keyed, plain, tensor_lr = ([side.param(v) for v in init] for _ in range(3))
     with_key = side.cls(keyed, **hyper.kwargs())
     for group in with_key.param_groups:
-        group.setdefault("initial_lr", group["lr"])
+        group["initial_lr"] = initial
     without = side.cls(plain, **hyper.kwargs())
     diff = _run_alike(side, (with_key, keyed), (without, plain), grads)
     if diff:
-        problems.append(f"with a scheduler's initial_lr in its group it stepped otherwise ({'; '.join(diff[:3])})")
+        problems.append(
+            f"with a scheduler's initial_lr={initial!r} in its group (lr={hyper.lr!r}) it stepped otherwise "
+            f"({'; '.join(diff[:3])}); torch steps with lr and keeps initial_lr for the scheduler"
+        )
     saved = side.state_dict(with_key)["param_groups"][0].get("initial_lr", "<missing>")
     loader = side.cls([side.param(v) for v in init], **hyper.kwargs())
     side.load(loader, side.state_dict(with_key))
     loaded = loader.param_groups[0].get("initial_lr", "<missing>")
-    if saved != hyper.lr or loaded != hyper.lr:
+    if saved != initial or loaded != initial:
         problems.append(
-            f"a group's initial_lr={hyper.lr!r} was saved as {saved!r} and loaded as {loaded!r}; torch's state_dict "
+            f"a group's initial_lr={initial!r} was saved as {saved!r} and loaded as {loaded!r}; torch's state_dict "
             "and load_state_dict keep every key of a group"
         )
     try:
@@ -714,7 +719,10 @@ def _param_groups(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[s
     else:
         diff = _compare_runs(side, (by_tensor, tensor_lr), (without, plain))
         if diff:
-            problems.append(f"lr as a 0-d float64 tensor stepped otherwise than the float ({'; '.join(diff[:3])})")
+            problems.append(
+                f"lr as a 0-d float64 tensor stepped otherwise than the float ({'; '.join(diff[:3])}); "
+                "torch steps with the tensor's value"
+            )
     return problems
 
 
@@ -786,6 +794,9 @@ def _in_place(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
             break
     # 2. Values, then state, edited between steps, by assignment in one run and in place in the
     # other, step alike: torch reads p.data and opt.state[p] afresh at every step.
+    unedited = [side.param(v) for v in init]
+    unedited_opt = side.cls(unedited, **hyper.kwargs())
+    _run(side, unedited_opt, unedited, grads)
     for edited in ("p.data", "opt.state[p]"):
         runs = []
         for in_place in (False, True):
@@ -806,6 +817,11 @@ def _in_place(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
             problems.append(
                 f"new arrays assigned to {edited} between steps stepped otherwise than the same values written in "
                 f"place ({'; '.join(diff[:3])}); torch reads p.data and opt.state[p] at every step"
+            )
+        elif not _compare_runs(side, runs[1], (unedited_opt, unedited)):
+            problems.append(
+                f"values written into {edited} between steps changed nothing (the run ends as one without the "
+                "edit); torch reads p.data and opt.state[p] at every step"
             )
     return problems
 

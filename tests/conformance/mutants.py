@@ -137,9 +137,10 @@ class WiderIntermediates(_Honest):
             wide.get("momentum_buffer") if h["momentum"] > 0 else None,
             **h,
         )
-        p.data[...] = param
-        for k, v in wide.items():
-            state[k][...] = v
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf there, silently, as in torch
+            p.data[...] = param
+            for k, v in wide.items():
+                state[k][...] = v
         return None
 
 

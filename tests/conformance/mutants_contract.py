@@ -349,6 +349,34 @@ class BuffersCached(_Honest):
         super()._update(p, grad, state, group, **changes)
 
 
+class StepsWithInitialLr(RMSprop):
+    """Steps with a group's initial_lr where there is one (a scheduler-aware shortcut): a decayed lr ignored."""
+
+    def step(self, closure=None):
+        kept = [group["lr"] for group in self.param_groups]
+        for group in self.param_groups:
+            group["lr"] = group.get("initial_lr", group["lr"])
+        try:
+            return super().step(closure)
+        finally:
+            for group, lr in zip(self.param_groups, kept):
+                group["lr"] = lr
+
+
+class StateCopiesOut(_Honest):
+    """Private buffers; opt.state gets copies after each step: edits to opt.state[p], in place or not, ignored."""
+
+    def _update(self, p, grad, state, group, **changes):
+        own = self.__dict__.setdefault("_own", {}).setdefault(id(p), {})
+        for key, value in state.items():
+            if isinstance(value, np.ndarray):
+                own.setdefault(key, value.copy())
+        work = {**state, **own}
+        super()._update(p, grad, work, group, **changes)
+        for key in own:
+            state[key] = own[key].copy()
+
+
 MUTANTS = (
     PositionalAlphaEpsSwapped,
     PositionalMomentumFirst,
@@ -378,4 +406,6 @@ MUTANTS = (
     RefusesAfterUpdating,
     NewArraysEachStep,
     BuffersCached,
+    StepsWithInitialLr,
+    StateCopiesOut,
 )

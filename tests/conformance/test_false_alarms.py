@@ -8,6 +8,7 @@ nearer the exact step than torch), mended in the error scales of
 from __future__ import annotations
 
 import mutants
+import numpy as np
 import pytest
 import torch
 
@@ -66,6 +67,21 @@ FOUND = {
         steps=8,
         checks=("lockstep", "state_dict"),
     ),
+    # alpha = 1 keeps v at 0, so avg = eps = 1e-12 and the update of a parameter of -1.8e34 under
+    # weight decay is 1.8e40: beyond float32, inf in torch's buffer and parameter, while a float64
+    # evaluation keeps it and ends at a parameter of 2.1e38, finite in float32 and nearer the exact
+    # step (WiderIntermediates, search seed 11).
+    "update_beyond_range": Scenario(
+        case="c0-m1-wd1-max1-float32-cpu-foreach1-cap0-tlr0",
+        groups=(
+            _OFF,
+            GroupSpec(lr=0.011648448858523917, alpha=1.0, eps=1e-12, momentum=0.8130290508270264, weight_decay=1e-06),
+            GroupSpec(lr=0.0, alpha=0.0, eps=0.0, momentum=0.0, weight_decay=1e-06),
+        ),
+        params=(ParamSpec(shape=()), ParamSpec(shape=(1,), group=1), ParamSpec(shape=(), group=2)),
+        steps=9,
+        checks=("lockstep", "state_dict"),
+    ),
 }
 
 
@@ -83,11 +99,49 @@ def test_the_false_alarm_benchmark_runs_and_counts(capsys: pytest.CaptureFixture
     finally:
         torch.set_num_threads(threads)  # the search-only mode runs on one thread, as check's workers do
     out = capsys.readouterr().out
-    assert status == 0 and "false alarms: 0 of 1 runs" in out, out
+    assert status == 0 and "pass" in out and "false alarms (or nothing drawn): 0 of 1 runs" in out, out
+    drawn = int(out.split(" drawn")[0].split()[-1])
+    assert drawn > 0, out
 
 
 @pytest.mark.parametrize("bad", [["--seeds", "0"], ["--budget", "0"], ["--first-seed", "-1"]])
 def test_the_false_alarm_benchmark_refuses_bad_arguments(bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         false_alarms.main(bad)
-    assert exit_.value.code == 2 and bad[0] in capsys.readouterr().err
+    assert exit_.value.code == 2 and f"{bad[0]} must be" in capsys.readouterr().err
+
+
+class _ClampsSquareAvg(mutants.Unfused):
+    """An overflow guard: the mean square clamped to the dtype's largest number (torch's becomes inf)."""
+
+    def _update_real(self, data, g, state, group):
+        super()._update_real(data, g, state, group)
+        v = state["square_avg"]
+        np.minimum(v, np.finfo(v.dtype).max, out=v)
+
+
+#: Wrong implementations each scenario must still catch: the excuse each mend added stays narrow.
+STILL_CAUGHT = {
+    "lerp_cancels": (mutants.GradAvgWrongWeight,),
+    "subnormal_square": (mutants.AlphaSwapped,),
+    "subnormal_decayed_gradient": (mutants.WeightDecayIgnored, mutants.DecoupledWeightDecay, mutants.MaximizeIgnored),
+    "overflowed_mean_square": (mutants.WeightDecayIgnored, mutants.GradAvgWrongWeight, _ClampsSquareAvg),
+    "update_beyond_range": (mutants.WeightDecayIgnored, mutants.MaximizeIgnored),
+}
+
+
+@pytest.mark.parametrize(("name", "wrong"), [(n, w) for n, ws in STILL_CAUGHT.items() for w in ws])
+def test_found_scenario_still_catches_wrong_implementations(name: str, wrong: type) -> None:
+    assert any(not o.passed for o in run_checks(FOUND[name], wrong)), f"{wrong.__name__} passed {name}"
+
+
+def test_the_false_alarm_benchmark_reports_a_wrong_implementation(capsys: pytest.CaptureFixture[str]) -> None:
+    threads = torch.get_num_threads()
+    try:
+        status = false_alarms.main(
+            ["--seeds", "1", "--budget", "2", "--no-probes", "--variants", "mutants:AlphaSwapped"]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert status == 1 and "FALSE ALARM" in out and "replay: python -m conformance check --replay" in out, out

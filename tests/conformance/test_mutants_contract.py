@@ -53,6 +53,8 @@ CATALOGUE: dict[type, str] = {
     mc.RefusesAfterUpdating: "contract_bad_grad",
     mc.NewArraysEachStep: "contract_in_place",
     mc.BuffersCached: "contract_in_place",
+    mc.StepsWithInitialLr: "contract_param_groups",
+    mc.StateCopiesOut: "contract_in_place",
 }
 
 #: Mutants whose fault touches nothing but the one item: every other contract check must pass them
@@ -68,6 +70,7 @@ ONLY_THEIR_CHECK = (
     mc.NamedParamsRefused,
     mc.ParamNamesAlwaysWritten,
     mc.GroupKeysDroppedOnSave,
+    mc.TensorLrRefused,
     mc.GradCastToParam,
 )
 
