@@ -34,7 +34,7 @@ class _Honest(RMSprop):
                 loss = closure()
         for group in self.param_groups:  # every gradient checked before anything changes, as torch refuses them
             for p in group["params"]:
-                if p.grad is not None and (p.grad.shape, p.grad.dtype) != (p.data.shape, p.data.dtype):
+                if p.grad is not None and not self._grad_fits(p):
                     raise ValueError(
                         f"a gradient {p.grad.dtype}{p.grad.shape} for a {p.data.dtype}{p.data.shape} parameter"
                     )
@@ -46,6 +46,10 @@ class _Honest(RMSprop):
                 state["step"] += 1.0
                 self._update(p, p.grad, state, group)
         return loss
+
+    def _grad_fits(self, p: Any) -> bool:
+        """Whether ``p.grad`` has ``p``'s shape and dtype (what this step accepts)."""
+        return (p.grad.shape, p.grad.dtype) == (p.data.shape, p.data.dtype)
 
     def _update(self, p: Any, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any], **changes: Any) -> None:
         h = {k: group[k] for k in _HYPER} | changes
@@ -217,6 +221,9 @@ class LoadForgetsSquareAvg(_Honest):
 
 class KeptAsFloat64(_Honest):
     """float32 parameters computed in float64 and left float64 (parameter and state)."""
+
+    def _grad_fits(self, p):  # its widened parameter takes the float32 gradients it is given
+        return p.grad.shape == p.data.shape and p.grad.dtype in (p.data.dtype, np.float32)
 
     def _update(self, p, grad, state, group, **changes):
         if p.data.dtype == np.float32:

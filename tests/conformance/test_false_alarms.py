@@ -7,14 +7,18 @@ nearer the exact step than torch), mended in the error scales of
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import mutants
 import numpy as np
 import pytest
-import torch
 
-from benchmarks import false_alarms
 from conformance.checks import run_checks
 from conformance.scenario import GroupSpec, ParamSpec, Scenario
+
+ROOT = Path(__file__).resolve().parents[2]
 
 _OFF = GroupSpec(lr=0.0, alpha=0.0, eps=0.0, momentum=0.0, weight_decay=0.0)
 
@@ -92,23 +96,30 @@ def test_found_scenario_passes_the_honest_variants(name: str, variant: type) -> 
     assert not failed, "\n".join(failed)
 
 
-def test_the_false_alarm_benchmark_runs_and_counts(capsys: pytest.CaptureFixture[str]) -> None:
-    threads = torch.get_num_threads()
-    try:
-        status = false_alarms.main(["--seeds", "1", "--budget", "1", "--no-probes", "--variants", "mutants:Unfused"])
-    finally:
-        torch.set_num_threads(threads)  # the search-only mode runs on one thread, as check's workers do
-    out = capsys.readouterr().out
-    assert status == 0 and "pass" in out and "false alarms (or nothing drawn): 0 of 1 runs" in out, out
+def _benchmark(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m benchmarks.false_alarms`` from the repository root (benchmarks/ is not installed)."""
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.false_alarms", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_the_false_alarm_benchmark_runs_and_counts() -> None:
+    done = _benchmark("--seeds", "1", "--budget", "1", "--no-probes", "--variants", "mutants:Unfused")
+    out = done.stdout
+    assert done.returncode == 0 and "false alarms (or nothing drawn): 0 of 1 runs" in out, out + done.stderr
     drawn = int(out.split(" drawn")[0].split()[-1])
     assert drawn > 0, out
 
 
 @pytest.mark.parametrize("bad", [["--seeds", "0"], ["--budget", "0"], ["--first-seed", "-1"]])
-def test_the_false_alarm_benchmark_refuses_bad_arguments(bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        false_alarms.main(bad)
-    assert exit_.value.code == 2 and f"{bad[0]} must be" in capsys.readouterr().err
+def test_the_false_alarm_benchmark_refuses_bad_arguments(bad: list[str]) -> None:
+    done = _benchmark(*bad)
+    assert done.returncode == 2 and f"{bad[0]} must be" in done.stderr, done.stderr
 
 
 class _ClampsSquareAvg(mutants.Unfused):
@@ -135,13 +146,8 @@ def test_found_scenario_still_catches_wrong_implementations(name: str, wrong: ty
     assert any(not o.passed for o in run_checks(FOUND[name], wrong)), f"{wrong.__name__} passed {name}"
 
 
-def test_the_false_alarm_benchmark_reports_a_wrong_implementation(capsys: pytest.CaptureFixture[str]) -> None:
-    threads = torch.get_num_threads()
-    try:
-        status = false_alarms.main(
-            ["--seeds", "1", "--budget", "2", "--no-probes", "--variants", "mutants:AlphaSwapped"]
-        )
-    finally:
-        torch.set_num_threads(threads)
-    out = capsys.readouterr().out
-    assert status == 1 and "FALSE ALARM" in out and "replay: python -m conformance check --replay" in out, out
+def test_the_false_alarm_benchmark_reports_a_wrong_implementation() -> None:
+    done = _benchmark("--seeds", "1", "--budget", "2", "--no-probes", "--variants", "mutants:AlphaSwapped")
+    out = done.stdout
+    assert done.returncode == 1 and "FALSE ALARM" in out, out + done.stderr
+    assert "replay: python -m conformance check --replay" in out, out
