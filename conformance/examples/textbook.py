@@ -45,6 +45,11 @@ class TextbookRMSprop(lucid.optim.RMSprop):
         if closure is not None:
             with lucid.enable_grad():  # as torch: the closure recomputes the gradients
                 loss = closure()
+        for group in self.param_groups:  # refuse a gradient torch would refuse, before anything changes
+            for param in group["params"]:
+                grad = param.grad
+                if grad is not None and (np.shape(grad), np.asarray(grad).dtype) != (param.shape, param.dtype):
+                    raise ValueError(f"a {np.asarray(grad).dtype} gradient of shape {np.shape(grad)} for {param!r}")
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is None:
