@@ -140,7 +140,7 @@ def step_scales(
         # that by avg (a tiny parameter, eps = 0: the step's error is eta / avg, thousands of
         # units of u |theta|).  Without weight decay, or with a zero parameter, the gradient
         # enters exact.
-        s_g = np.where((G == 0) | (p0 == 0), G, G + underflow) if hyper.weight_decay != 0 else G
+        s_g = np.where(p0 == 0, G, G + underflow) if hyper.weight_decay != 0 else G  # (s_q is 0 where G is)
         s_ga = cancelled = lerp_nonfinite = None
         if hyper.centered:
             ga0 = np.abs(state0.get("grad_avg", np.zeros_like(param0)).astype(f))

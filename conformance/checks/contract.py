@@ -124,40 +124,40 @@ class _Side:
             p.grad = None
         else:
             own = copy_layout(np.asarray(grad, dtype=self.dtype))
-            p.grad = torch.from_numpy(own) if self.torch else own
+            p.grad = self._native(own)
         return p.grad
+
+    def _native(self, array: NDArray[Any]) -> Any:
+        """``array`` as the library's own: a torch tensor sharing its memory, or the ndarray itself."""
+        return torch.from_numpy(array) if self.torch else array
 
     def assign_grad(self, p: Any, grad: NDArray[Any]) -> None:
         """``p.grad = grad`` as it is (no cast to the parameter's dtype): torch refuses another shape or dtype here."""
-        p.grad = torch.from_numpy(np.array(grad, copy=True)) if self.torch else np.array(grad, copy=True)
+        p.grad = self._native(np.array(grad, copy=True))
 
     def scalar(self, value: float) -> Any:
         """``value`` as the library's 0-d float64 tensor (torch: ``torch.tensor``; Lucid: a 0-d ndarray)."""
         return torch.tensor(value, dtype=torch.float64) if self.torch else np.array(value, dtype=np.float64)
 
-    def data(self, p: Any) -> Any:
-        """``p.data``: the library's object for ``p``'s values, which an in-place update updates."""
-        return p.data
-
     def as_array(self, data: Any) -> NDArray[Any]:
-        """Return a copy of what :meth:`data` returned, as an ndarray."""
+        """Return a copy of ``data`` (a parameter's ``.data``, torch's or Lucid's) as an ndarray."""
         return data.detach().numpy().copy() if self.torch else np.array(data, copy=True)
 
     def replace_data(self, p: Any, values: NDArray[Any], in_place: bool) -> None:
         """Give ``p`` the ``values``: written into its array (``in_place``) or as a new array assigned to ``p.data``."""
-        new = np.array(values, dtype=self.dtype, copy=True)
+        new = self._native(np.array(values, dtype=self.dtype, copy=True))
         if in_place:
-            p.data[...] = torch.from_numpy(new) if self.torch else new
+            p.data[...] = new
         else:
-            p.data = torch.from_numpy(new) if self.torch else new
+            p.data = new
 
     def replace_buffer(self, opt: Any, p: Any, key: str, values: NDArray[Any], in_place: bool) -> None:
         """Give ``opt.state[p][key]`` the ``values``: written into the buffer, or a new buffer assigned."""
-        new = np.array(values, dtype=self.dtype, copy=True)
+        new = self._native(np.array(values, dtype=self.dtype, copy=True))
         if in_place:
-            opt.state[p][key][...] = torch.from_numpy(new) if self.torch else new
+            opt.state[p][key][...] = new
         else:
-            opt.state[p][key] = torch.from_numpy(new) if self.torch else new
+            opt.state[p][key] = new
 
     def grad(self, p: Any) -> NDArray[Any] | None:
         """Return ``p.grad`` as an ndarray (a view where possible), or None."""
@@ -501,9 +501,7 @@ def _load_hypers(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[st
             f"after load_state_dict into an optimizer built with other hyperparameters, param_groups[0] holds "
             f"{', '.join(wrong)}; torch's load_state_dict restores the saved groups' values"
         )
-    _run(side, saver, saver_params, grads[2:])
-    _run(side, loader, loader_params, grads[2:])
-    diff = _compare_runs(side, (loader, loader_params), (saver, saver_params))
+    diff = _run_alike(side, (loader, loader_params), (saver, saver_params), grads[2:])
     if diff:
         problems.append(
             f"continued after the load it departs from the optimizer that saved ({'; '.join(diff[:3])}); "
@@ -783,7 +781,7 @@ def _in_place(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     for held_ones in (_HELD, range(len(_EDIT_SHAPES))):
         params = [side.param(v) for v in init]
         opt = side.cls(params, **hyper.kwargs())
-        held = {i: side.data(params[i]) for i in held_ones}
+        held = {i: params[i].data for i in held_ones}
         _run(side, opt, params, grads[:3])
         stale = [f"params[{i}]" for i, ref in held.items() if not _same(side.as_array(ref), side.values(params[i]))]
         if stale:
