@@ -169,12 +169,13 @@ def test_a_spoiled_input_is_refused_and_nothing_changes(name: str) -> None:
     first.grad, second.grad = grads[0].copy(), grads[0].copy()
     opt.step()
     spoil(opt, second, first)
-    before = (first.data.tobytes(), _state_bits(opt, first))
+    before = [(p.data.tobytes(), _state_bits(opt, p)) for p in (first, second)]
     first.grad, second.grad = grads[1].copy(), grads[1].copy()
     with pytest.raises(error, match=match) as caught:
         opt.step()
     assert "param_groups[0]['params'][1]" in str(caught.value)  # the message names the parameter
-    assert (first.data.tobytes(), _state_bits(opt, first)) == before  # the other parameter did not step
+    # neither parameter stepped: the other one, and the spoiled one as it was left
+    assert [(p.data.tobytes(), _state_bits(opt, p)) for p in (first, second)] == before
 
 
 @pytest.mark.parametrize("switch", ["momentum", "centered"])
