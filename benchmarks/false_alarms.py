@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from conformance.candidates import load_candidate
+from conformance.candidate import resolve
 from conformance.harness import check_candidate, replay_command, search_share, usable_cpus
 from conformance.matrix import select_cases
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             start = time.perf_counter()
             if args.no_probes:
-                summary = search_share(load_candidate(variant), cases, args.budget, seed)
+                summary = search_share(resolve(variant), cases, args.budget, seed)
                 failures = [
                     f"{f.scenario.case}: {'; '.join(str(o) for o in f.outcomes if not o.passed)}\n"
                     f"      replay: {replay_command(f.scenario, variant)}"

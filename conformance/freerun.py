@@ -59,9 +59,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from conformance.adapters.objects import BUFFERS
+from conformance.candidate import Adapter
 from conformance.compare import Hyper, nonfinite_mismatch_mask, pinned_nonfinite, step_scales, unit_roundoff
 from conformance.oracle import oracle_step
-from conformance.runners import BUFFERS, LockstepPair
+from conformance.runners import LockstepPair
 from conformance.streams import as_real
 
 __all__ = ["FREE_RUN_BOUND", "FreeRunResult", "run_free"]
@@ -77,10 +79,10 @@ class FreeRunResult:
     Attributes
     ----------
     normalised : list of float
-        Per step, ``max |p_lucid - p_torch| / (u * accumulated scale)``
+        Per step, ``max |p_candidate - p_torch| / (u * accumulated scale)``
         over all parameters and finite elements.
     relative : list of float
-        Per step, ``max |p_lucid - p_torch| / max |p_torch|`` (what a user sees).
+        Per step, ``max |p_candidate - p_torch| / max |p_torch|`` (what a user sees).
     nonfinite_mismatches : int
         Elements whose NaN/Inf pattern differed where the bound still pinned
         the value, summed over steps.
@@ -95,7 +97,7 @@ class FreeRunResult:
     #: With ``exact=True``: per parameter, its initial value, both sides' final values and the
     #: exact trajectory's final value (wide type); complex parameters as their real pairs.
     initial: list[NDArray[Any]] = field(default_factory=list)
-    final_lucid: list[NDArray[Any]] = field(default_factory=list)
+    final_candidate: list[NDArray[Any]] = field(default_factory=list)
     final_torch: list[NDArray[Any]] = field(default_factory=list)
     final_exact: list[NDArray[Any]] = field(default_factory=list)
 
@@ -130,11 +132,11 @@ def run_free(
     *,
     foreach: bool,
     lr_schedule: dict[int, float] | None = None,
-    optimizer_class: type | None = None,
+    candidate: Adapter | type | str | None = None,
     exact: bool = False,
     **pair_options: Any,
 ) -> FreeRunResult:
-    """Run torch and Lucid side by side without syncing, and measure how they drift apart.
+    """Run torch and the candidate side by side without syncing, and measure how they drift apart.
 
     Parameters are as for :func:`conformance.lockstep.run_lockstep`.  With
     ``exact``, a third trajectory runs beside them: the oracle's step
@@ -142,7 +144,7 @@ def run_free(
     parameter and state, from the same inputs; the final values of all three
     land in the result for the growth check (:mod:`conformance.checks.freerun`).
     """
-    pair = LockstepPair(list(params0), hyper, foreach, optimizer_class, lr_schedule=lr_schedule, **pair_options)
+    pair = LockstepPair(list(params0), hyper, foreach, candidate, lr_schedule=lr_schedule, **pair_options)
     result = FreeRunResult()
     wide = [as_real(np.array(p, copy=True)) for p in params0] if exact else []
     wide_state: list[dict[str, NDArray[Any]]] = [{} for _ in wide]
@@ -153,7 +155,7 @@ def run_free(
         worst_norm = worst_rel = 0.0
         records = pair.step(list(step_grads))
         for i, record in enumerate(records):
-            ours, theirs = record.lucid_param, record.torch_param
+            ours, theirs = record.candidate_param, record.torch_param
             current = record.hyper or pair.hyper
             if exact and record.grad is not None:
                 _exact_step(wide, wide_state, i, current, record.grad)
@@ -197,7 +199,7 @@ def run_free(
         result.relative.append(worst_rel)
     if exact:
         result.initial = [as_real(np.asarray(p)) for p in params0]
-        result.final_lucid = [r.lucid_param for r in records]
+        result.final_candidate = [r.candidate_param for r in records]
         result.final_torch = [r.torch_param for r in records]
         result.final_exact = wide
     return result

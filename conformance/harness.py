@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
-from conformance.candidates import DEFAULT_CANDIDATE, load_candidate
+from conformance.candidate import DEFAULT_CANDIDATE, Adapter, CandidateError, resolve
 from conformance.checks import CheckOutcome, run_checks
 from conformance.matrix import Case, select_cases
 from conformance.probes import probe_scenarios
@@ -31,7 +31,6 @@ from conformance.search import SearchSummary, search_budget, search_case
 
 __all__ = [
     "DEFAULT_CANDIDATE",
-    "CandidateCrashedError",
     "CandidateReport",
     "ScenarioResult",
     "check_candidate",
@@ -42,7 +41,7 @@ __all__ = [
 
 
 def replay_command(scenario: Scenario, optimizer: str | None = None) -> str:
-    """Return the shell command that runs exactly ``scenario`` again (against ``optimizer`` if given)."""
+    """Return the shell command that runs exactly ``scenario`` again (against ``optimizer``, a ``module:attr``)."""
     extra = "" if optimizer in (None, DEFAULT_CANDIDATE) else f" --optimizer {shlex.quote(optimizer)}"
     return f"python -m conformance check --replay {scenario.to_id()}{extra}"
 
@@ -58,14 +57,20 @@ class ScenarioResult:
 
     @property
     def failed(self) -> list[CheckOutcome]:
-        """The outcomes that failed."""
+        """The outcomes that failed (disagreed, or the candidate raised)."""
         return [o for o in self.outcomes if not o.passed]
+
+    @property
+    def unsupported(self) -> list[CheckOutcome]:
+        """The outcomes not judged because the candidate lacks a feature the scenario needs."""
+        return [o for o in self.outcomes if o.unsupported]
 
 
 @dataclass
 class CandidateReport:
     """Everything :func:`check_candidate` ran."""
 
+    #: The candidate's name (:attr:`~conformance.candidate.Adapter.name`).
     optimizer: str
     results: list[ScenarioResult] = field(default_factory=list)
     #: The probe scenarios run (the deterministic floor).
@@ -73,15 +78,36 @@ class CandidateReport:
     #: What the budgeted search drew and found (None: no budgeted search ran).
     search: SearchSummary | None = None
 
+    #: The ``module:attr`` the candidate was given as (for the replay commands; None: given as an object).
+    spec: str | None = None
+
     @property
     def ok(self) -> bool:
-        """Whether every check on every scenario passed."""
+        """Whether every check on every scenario passed (unsupported cases are not failures here)."""
         return not any(r.failed for r in self.results)
 
     @property
     def caught_by(self) -> set[str]:
         """Names of the checks that failed somewhere."""
         return {o.check for r in self.results for o in r.failed}
+
+    @property
+    def disagreements(self) -> list[ScenarioResult]:
+        """The scenarios where a check compared and disagreed (not only raised)."""
+        return [r for r in self.results if any(not o.raised for o in r.failed)]
+
+    @property
+    def crashes(self) -> list[ScenarioResult]:
+        """The scenarios where the candidate raised."""
+        return [r for r in self.results if any(o.raised for o in r.failed)]
+
+    def unsupported_lines(self) -> list[str]:
+        """One line per distinct lack: what the candidate does not support, and how many cases need it."""
+        by_reason: dict[str, set[str]] = {}
+        for r in self.results:
+            for o in r.unsupported:
+                by_reason.setdefault(o.unsupported, set()).add(r.scenario.case)
+        return [f"{reason}: {len(cases)} case(s)" for reason, cases in sorted(by_reason.items())]
 
     def failure_lines(self) -> list[str]:
         """One block per failing scenario: case, failing checks with verdicts, and the replay command."""
@@ -90,12 +116,8 @@ class CandidateReport:
             if r.failed:
                 lines.append(f"{r.scenario.case} [{r.scenario.label or 'example'}]")
                 lines += [f"  {o}" for o in r.failed]
-                lines.append(f"  replay: {replay_command(r.scenario, self.optimizer)}")
+                lines.append(f"  replay: {replay_command(r.scenario, self.spec)}")
         return lines
-
-
-class CandidateCrashedError(RuntimeError):
-    """A worker process running the candidate died (a crash in native code, killed for memory, ...)."""
 
 
 def usable_cpus() -> int:
@@ -106,12 +128,13 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def shippable(cls: type) -> bool:
-    """Whether a worker process can import ``cls`` by its module and name (not ``__main__``, not a local class)."""
+def shippable(adapter: Adapter) -> bool:
+    """Whether a worker process can rebuild ``adapter`` (its class not in ``__main__``, not a local class)."""
+    cls = getattr(adapter, "optimizer_class", None) or type(adapter)
     return cls.__module__ != "__main__" and "<locals>" not in cls.__qualname__
 
 
-def case_results(cls: type, case: Case, seed: int, examples: int) -> list[ScenarioResult]:
+def case_results(cls: Adapter, case: Case, seed: int, examples: int) -> list[ScenarioResult]:
     """Run ``case``'s probes and, with ``examples``, that many drawn scenarios; return the results."""
     results = [ScenarioResult(scenario, run_checks(scenario, cls)) for scenario in probe_scenarios(case, seed)]
     if examples:
@@ -121,7 +144,7 @@ def case_results(cls: type, case: Case, seed: int, examples: int) -> list[Scenar
     return results
 
 
-def search_share(cls: type, cases: list[Case], budget: float, seed: int) -> SearchSummary:
+def search_share(cls: Adapter, cases: list[Case], budget: float, seed: int) -> SearchSummary:
     """Run the budgeted search over ``cases`` (one worker's share)."""
     return search_budget(cases, lambda s: run_checks(s, cls), budget=budget, seed=seed)
 
@@ -147,14 +170,14 @@ def _gather(future: Future, what: str) -> object:  # type: ignore[type-arg]
     try:
         return future.result()
     except BrokenProcessPool:
-        raise CandidateCrashedError(
+        raise CandidateError(
             f"a worker process died while running the candidate on {what} (a crash in native code, or killed); "
             "rerun with --jobs 1 to see where"
         ) from None
 
 
 def check_candidate(
-    optimizer: str | type,
+    optimizer: str | type | Adapter,
     *,
     device: str = "cpu",
     case_filter: str = "",
@@ -169,8 +192,9 @@ def check_candidate(
 
     Parameters
     ----------
-    optimizer : type or str
-        The candidate class, or its import path.
+    optimizer : Adapter, type or str
+        The candidate: its import path ``module:attr``, a class, or an adapter
+        (:func:`conformance.candidate.resolve`).
     device : {"cpu", "cuda"}
         The cases to run (cuda raises :class:`~conformance.checks.DeviceUnavailableError` without a GPU).
     case_filter : str
@@ -198,12 +222,11 @@ def check_candidate(
 
     Raises
     ------
-    CandidateCrashedError
+    CandidateError
         If a worker process died while running the candidate.
     """
-    name = optimizer if isinstance(optimizer, str) else f"{optimizer.__module__}:{optimizer.__qualname__}"
-    cls = load_candidate(optimizer) if isinstance(optimizer, str) else optimizer
-    report = CandidateReport(name)
+    cls = resolve(optimizer)
+    report = CandidateReport(cls.name, spec=optimizer if isinstance(optimizer, str) else None)
     chosen = list(selected) if selected is not None else select_cases(case_filter, device)
     search = budget > 0 and not examples
     jobs = max(1, min(jobs, len(chosen)))

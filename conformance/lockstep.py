@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from conformance.candidate import Adapter
 from conformance.compare import Hyper, nonfinite_mismatch_mask, normalised_error, pinned_nonfinite, step_scales
 from conformance.oracle import Verdict, verdict
 from conformance.runners import LockstepPair, StepRecord
@@ -63,11 +64,11 @@ class LockstepResult:
             return
         hyper = record.hyper or hyper
         scales = step_scales(hyper, record.param0, record.grad, record.torch_state0, record.torch_state)
-        pairs = [("param", record.lucid_param, record.torch_param, scales.param)]
+        pairs = [("param", record.candidate_param, record.torch_param, scales.param)]
         for key in ("square_avg", "grad_avg", "momentum_buffer"):
             scale = getattr(scales, key)
             if scale is not None:
-                pairs.append((key, record.lucid_state.get(key), record.torch_state[key], scale))
+                pairs.append((key, record.candidate_state.get(key), record.torch_state[key], scale))
         pinned = pinned_nonfinite(record.param0, record.pairs, hyper)
         for name, ours, theirs, scale in pairs:
             if ours is None or ours.shape != theirs.shape:
@@ -91,7 +92,7 @@ class LockstepResult:
                 if name == "param":
                     self.worst_record = record
         ours_bits, ref_bits = (
-            np.atleast_1d(x).view(f"u{x.dtype.itemsize}") for x in (record.lucid_param, record.torch_param)
+            np.atleast_1d(x).view(f"u{x.dtype.itemsize}") for x in (record.candidate_param, record.torch_param)
         )
         if ours_bits.shape == ref_bits.shape:
             self.bitwise_equal += int(np.count_nonzero(ours_bits == ref_bits))
@@ -104,14 +105,14 @@ class LockstepResult:
     def verdict(self, hyper: Hyper) -> Verdict | None:
         """Return the float64 oracle's verdict on the worst parameter step (None if nothing was compared)."""
         rec = self.worst_record
-        if rec is None or rec.grad is None or rec.lucid_param.shape != rec.torch_param.shape:
+        if rec is None or rec.grad is None or rec.candidate_param.shape != rec.torch_param.shape:
             return None
         return verdict(
             rec.hyper or hyper,
             rec.param0,
             rec.grad,
             rec.torch_state0,
-            rec.lucid_param.astype(rec.param0.dtype),
+            rec.candidate_param.astype(rec.param0.dtype),
             rec.torch_param,
         )
 
@@ -123,12 +124,12 @@ def run_lockstep(
     *,
     foreach: bool,
     lr_schedule: dict[int, float] | None = None,
-    optimizer_class: type | None = None,
+    candidate: Adapter | type | str | None = None,
     **pair_options: Any,
 ) -> LockstepResult:
-    """Step torch and Lucid from identical state for each gradient set in ``grads``.
+    """Step torch and the candidate from identical state for each gradient set in ``grads``.
 
-    Before every step Lucid's parameters and buffers are overwritten with
+    Before every step the candidate's parameters and buffers are overwritten with
     torch's, so each comparison measures one step's error alone.
 
     Parameters
@@ -143,20 +144,20 @@ def run_lockstep(
         torch's implementation.
     lr_schedule : dict, optional
         ``{step: lr}``: learning rates set before those steps.
-    optimizer_class : type, optional
-        The Lucid-interface optimizer under test (default ``lucid.optim.RMSprop``).
+    candidate : Adapter, class or str, optional
+        The implementation under test (default ``lucid.optim:RMSprop``).
     **pair_options
         Passed to :class:`~conformance.runners.LockstepPair`: ``device``,
         ``group_hypers``, ``group_of``, ``capturable``, ``tensor_lr``; and
         ``lr_factors`` (``{step: factor}``, every group's lr multiplied before
         that step).
     """
-    pair = LockstepPair(list(params0), hyper, foreach, optimizer_class, lr_schedule=lr_schedule, **pair_options)
+    pair = LockstepPair(list(params0), hyper, foreach, candidate, lr_schedule=lr_schedule, **pair_options)
     result = LockstepResult()
     for step, step_grads in enumerate(grads):
         pair.apply_schedule(step)
         current = pair.hyper
-        pair.sync_lucid_to_torch()
+        pair.sync_candidate_to_torch()
         for record in pair.step(list(step_grads)):
             result.absorb(step, current, record)
     return result

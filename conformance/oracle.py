@@ -130,7 +130,7 @@ class Verdict:
     def __str__(self) -> str:
         if self.oracle_extra_bits == 0:
             return "no verdict: the oracle is no wider than the dtype on this platform"
-        return f"Lucid {self.lucid_max:.2g} ULP from exact, torch {self.torch_max:.2g} (max over elements)"
+        return f"candidate {self.lucid_max:.2g} ULP from exact, torch {self.torch_max:.2g} (max over elements)"
 
 
 def verdict(
@@ -138,7 +138,7 @@ def verdict(
     param0: NDArray[Any],
     grad: NDArray[Any],
     state0: dict[str, NDArray[Any]],
-    lucid_param: NDArray[Any],
+    candidate_param: NDArray[Any],
     torch_param: NDArray[Any],
 ) -> Verdict:
     """Compare both sides' parameters after one step with the oracle's."""
@@ -146,7 +146,7 @@ def verdict(
     exact = step.param
     with np.errstate(all="ignore"):
         magnitude = np.maximum(step.param_terms, np.abs(exact))
-    ours, theirs = ulp_error(lucid_param, exact, magnitude), ulp_error(torch_param, exact, magnitude)
+    ours, theirs = ulp_error(candidate_param, exact, magnitude), ulp_error(torch_param, exact, magnitude)
 
     def stat(fn: Any, x: NDArray[np.float64]) -> float:
         x = x[np.isfinite(x)]

@@ -1,4 +1,9 @@
-"""Drive a Lucid-interface optimizer and ``torch.optim.RMSprop`` through identical steps."""
+"""Drive a candidate (any :class:`~conformance.candidate.Adapter`) and ``torch.optim.RMSprop`` through identical steps.
+
+:class:`LockstepPair` is the one driver every check, the sign test and the
+drift measurement share: each builds a pair, applies the scenario's schedule,
+optionally re-syncs the candidate to torch, and steps both.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,19 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-import lucid
+from conformance.adapters.objects import BUFFERS
+from conformance.candidate import DEFAULT_CANDIDATE, Adapter, CandidateError, Group, resolve
 from conformance.compare import Hyper
 from conformance.streams import as_real, copy_layout
 
 if TYPE_CHECKING:
     from conformance.scenario import HyperChange
 
-__all__ = ["BUFFERS", "LockstepPair", "StepRecord"]
+__all__ = ["BUFFERS", "CandidateStepError", "LockstepPair", "StepRecord"]
 
-#: The per-parameter state arrays of RMSprop, by torch's names.
-BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")
+
+class CandidateStepError(CandidateError):
+    """The candidate raised while it was built or stepped: the message names the step and every parameter."""
 
 
 @dataclass
@@ -37,9 +44,9 @@ class StepRecord:
     grad: NDArray[Any] | None
     torch_state0: dict[str, NDArray[Any]]
     torch_param: NDArray[Any]
-    lucid_param: NDArray[Any]
+    candidate_param: NDArray[Any]
     torch_state: dict[str, NDArray[Any]] = field(default_factory=dict)
-    lucid_state: dict[str, NDArray[Any]] = field(default_factory=dict)
+    candidate_state: dict[str, NDArray[Any]] = field(default_factory=dict)
     #: The hyperparameters of the parameter's group at this step (None: the caller's).
     hyper: Hyper | None = None
     #: Whether the parameter is complex (every array here its real pairs, last axis of 2).
@@ -61,7 +68,7 @@ def _buffers(state: dict[str, Any]) -> dict[str, NDArray[Any]]:
 
 
 class LockstepPair:
-    """A torch RMSprop and a Lucid-interface optimizer over copies of the same parameters.
+    """``torch.optim.RMSprop`` and a candidate over copies of the same parameters.
 
     Parameters
     ----------
@@ -72,10 +79,11 @@ class LockstepPair:
         ``group_hypers`` is given).
     foreach : bool
         torch's implementation switch.
-    optimizer_class : type, optional
-        The Lucid-interface class under test (default ``lucid.optim.RMSprop``).
+    candidate : Adapter, class or str, optional
+        The implementation under test (:func:`conformance.candidate.resolve`;
+        default :data:`~conformance.candidate.DEFAULT_CANDIDATE`).
     device : str, default "cpu"
-        torch's device.
+        torch's device (and a torch candidate's).
     group_hypers : sequence of Hyper, optional
         One entry per param group, each group with its own hyperparameters;
         ``group_of`` then gives each parameter's group.  Default: one group.
@@ -85,8 +93,8 @@ class LockstepPair:
         torch's ``capturable`` (CUDA only).
     tensor_lr : bool, default False
         Give torch the learning rate as a 0-d tensor of the parameters' dtype on
-        ``device``; Lucid gets that tensor's value as a float, so both use the
-        same number (:attr:`hypers` holds it).
+        ``device``; the candidate gets that tensor's value as a float, so both use
+        the same number (:attr:`hypers` holds it).
     lr_schedule : dict, optional
         ``{step: lr}``: :meth:`apply_schedule` sets every group's lr before those steps.
     lr_factors : dict, optional
@@ -96,6 +104,11 @@ class LockstepPair:
         Changes of any hyperparameter, per group
         (:class:`~conformance.scenario.HyperChange`): :meth:`apply_schedule`
         applies a step's changes, in order, after ``lr_schedule`` and ``lr_factors``.
+
+    Raises
+    ------
+    CandidateStepError
+        If the candidate raised while it was built (the message names every parameter).
     """
 
     def __init__(
@@ -103,7 +116,7 @@ class LockstepPair:
         params0: list[NDArray[Any]],
         hyper: Hyper,
         foreach: bool,
-        optimizer_class: type | None = None,
+        candidate: Adapter | type | str | None = None,
         device: str = "cpu",
         *,
         group_hypers: list[Hyper] | None = None,
@@ -114,15 +127,16 @@ class LockstepPair:
         lr_factors: dict[int, float] | None = None,
         schedule: Sequence[HyperChange] = (),
     ) -> None:
-        optimizer_class = optimizer_class or lucid.optim.RMSprop
+        self.adapter = resolve(candidate if candidate is not None else DEFAULT_CANDIDATE)
         self.lr_schedule = dict(lr_schedule or {})
         self.lr_factors = dict(lr_factors or {})
         self.schedule = tuple(schedule)
         self.hyper = hyper
         self.device = device
         self.tensor_lr = tensor_lr
+        self.steps_taken = 0
+        self.shapes = [(np.shape(p), np.asarray(p).dtype) for p in params0]
         self.torch_params = [torch.nn.Parameter(torch.from_numpy(np.array(p, copy=True)).to(device)) for p in params0]
-        self.lucid_params = [lucid.nn.Parameter(np.array(p, copy=True)) for p in params0]
         hypers = list(group_hypers) if group_hypers is not None else [hyper]
         group_of = list(group_of) if group_of is not None else [0] * len(params0)
         self._lr_dtype = torch.from_numpy(np.asarray(params0[0])).dtype if params0 else torch.float32
@@ -137,13 +151,23 @@ class LockstepPair:
         extra = {"capturable": True} if capturable else {}
         defaults = self._torch_kwargs(hypers[0])
         self.torch_opt = torch.optim.RMSprop(torch_groups, foreach=foreach, **extra, **defaults)
-        if group_hypers is None:
-            self.lucid_opt = optimizer_class(self.lucid_params, **hypers[0].kwargs())
-        else:
-            lucid_groups = [
-                {"params": [self.lucid_params[i] for i in idx], **h.kwargs()} for idx, h in zip(members, hypers)
-            ]
-            self.lucid_opt = optimizer_class(lucid_groups, **hypers[0].kwargs())
+        groups = [Group(tuple(idx), h) for idx, h in zip(members, hypers)]
+        self.candidate = self._call("building it", self.adapter.create, list(params0), groups, device)
+
+    def describe_params(self) -> str:
+        """Name every parameter by index, shape, dtype and group, for a message."""
+        return ", ".join(
+            f"#{i} {dtype}{list(shape)} group {self.group_of[i]}" for i, (shape, dtype) in enumerate(self.shapes)
+        )
+
+    def _call(self, what: str, method: Any, *args: Any) -> Any:
+        """Call a candidate method; an exception becomes :class:`CandidateStepError` naming ``what`` and the params."""
+        try:
+            return method(*args)
+        except Exception as err:
+            raise CandidateStepError(
+                f"{self.adapter.name} raised {type(err).__name__} {what}: {err} (parameters {self.describe_params()})"
+            ) from err
 
     def _torch_lr(self, lr: float) -> Any:
         if not self.tensor_lr:
@@ -167,7 +191,8 @@ class LockstepPair:
         """Set hyperparameter ``name`` of ``group`` (every group when None) to ``value`` on both sides.
 
         With ``scale`` the current value is multiplied by ``value`` instead.  The
-        change goes through each side's ``param_groups``, as a scheduler's does;
+        change goes through torch's ``param_groups`` and the candidate's
+        :meth:`~conformance.candidate.Candidate.set_hyper`, as a scheduler's does;
         with a tensor lr, torch's tensor is filled in place (as a captured
         scheduler must) and the candidate gets its value.  Returns the new
         :attr:`hypers`.
@@ -175,13 +200,13 @@ class LockstepPair:
         new = list(self.hypers)
         for k in range(len(new)) if group is None else (group,):
             target = getattr(new[k], name) * value if scale else value
-            tgroup, lgroup = self.torch_opt.param_groups[k], self.lucid_opt.param_groups[k]
+            tgroup = self.torch_opt.param_groups[k]
             if name == "lr" and self.tensor_lr:
                 tgroup["lr"].fill_(target)
                 target = float(tgroup["lr"].item())
             else:
                 tgroup[name] = target
-            lgroup[name] = target
+            self._call(f"setting {name} of group {k}", self.candidate.set_hyper, k, name, target)
             new[k] = replace(new[k], **{name: target})
         self.hypers = new
         self.hyper = replace(self.hyper, **{name: getattr(new[0], name)})
@@ -212,41 +237,60 @@ class LockstepPair:
             if c.step == step:
                 self.change(c.name, c.value, c.group, scale=c.scale)
 
-    def sync_lucid_to_torch(self) -> None:
-        """Copy torch's parameters and buffers into Lucid (in place), for a lockstep step."""
-        for tp, lp in zip(self.torch_params, self.lucid_params):
-            lp.data[...] = tp.detach().cpu().numpy()
+    def sync_candidate_to_torch(self) -> None:
+        """Copy torch's parameters, buffers and step counts into the candidate, for a lockstep step."""
+        for i, tp in enumerate(self.torch_params):
             tstate = self.torch_opt.state.get(tp, {})
-            lstate = self.lucid_opt.state.get(lp, {})
-            for key, value in _buffers(tstate).items():
-                if key in lstate:
-                    lstate[key][...] = value
-            if "step" in tstate and "step" in lstate:
-                lstate["step"] = float(tstate["step"])
+            step = float(tstate["step"]) if "step" in tstate else None
+            self._call(
+                f"when its state was written (before step {self.steps_taken})",
+                self.candidate.write,
+                i,
+                tp.detach().cpu().numpy(),
+                _buffers(tstate),
+                step,
+            )
+
+    def candidate_values(self) -> list[NDArray[Any]]:
+        """Return copies of the candidate's parameters."""
+        return [self._call("reading its parameters", self.candidate.param, i) for i in range(len(self.shapes))]
+
+    def step_candidate(self, grads: list[NDArray[Any] | None]) -> None:
+        """Step the candidate alone (torch stays where it is), for a run that compares the candidate with itself."""
+        self._call(f"at step {self.steps_taken}", self.candidate.step, list(grads))
+        self.steps_taken += 1
 
     def step(self, grads: list[NDArray[Any] | None]) -> list[StepRecord]:
-        """Give both sides the same gradients, step once, and return what each holds."""
+        """Give both sides the same gradients, step once, and return what each holds.
+
+        Raises
+        ------
+        CandidateStepError
+            If the candidate raised (the message names the step and every parameter).
+        """
         records = []
-        for tp, lp, g in zip(self.torch_params, self.lucid_params, grads):
+        for tp, g in zip(self.torch_params, grads):
             records.append(
                 StepRecord(
                     param0=as_real(tp.detach().cpu().numpy().copy()),
                     grad=None if g is None else as_real(np.array(g, copy=True)),
                     torch_state0=_real_buffers(self.torch_opt.state.get(tp, {})),
                     torch_param=np.empty(0),
-                    lucid_param=np.empty(0),
+                    candidate_param=np.empty(0),
                     hyper=self.hypers[self.group_of[len(records)]],
                     pairs=tp.is_complex(),
                 )
             )
-            # Each side its own copy, in the stream's layout (non-contiguous stays so).
+            # torch's own copy, in the stream's layout (non-contiguous stays so); the candidate makes its own.
             tp.grad = None if g is None else torch.from_numpy(copy_layout(g)).to(tp.device)
-            lp.grad = None if g is None else copy_layout(g)
         self.torch_opt.step()
-        self.lucid_opt.step()
-        for rec, tp, lp in zip(records, self.torch_params, self.lucid_params):
+        self._call(f"at step {self.steps_taken}", self.candidate.step, list(grads))
+        self.steps_taken += 1
+        for i, (rec, tp) in enumerate(zip(records, self.torch_params)):
             rec.torch_param = as_real(tp.detach().cpu().numpy().copy())
-            rec.lucid_param = as_real(np.array(lp.data, copy=True))
+            rec.candidate_param = as_real(self._call("reading its parameters", self.candidate.param, i))
             rec.torch_state = _real_buffers(self.torch_opt.state.get(tp, {}))
-            rec.lucid_state = _real_buffers(self.lucid_opt.state.get(lp, {}))
+            rec.candidate_state = {
+                k: as_real(v) for k, v in self._call("reading its buffers", self.candidate.buffers, i).items()
+            }
         return records

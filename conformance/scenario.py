@@ -56,7 +56,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "lockstep": ("lockstep", "nonfinite", "dtype"),
     "freerun": ("freerun", "growth"),
     "sign": ("sign", "magnitude"),
-    "state_dict": ("state_dict", "torch_to_lucid", "lucid_to_torch", "lucid_roundtrip", "reordered_load"),
+    "state_dict": ("state_dict", "torch_to_candidate", "candidate_to_torch", "candidate_roundtrip", "reordered_load"),
     "contract": (
         "contract_positional",
         "contract_zero_grad",

@@ -98,10 +98,10 @@ def lucid_file_roundtrip(state_dict: dict[str, Any], directory: str) -> dict[str
     except ImportError:
         serialization = None
     if serialization is not None and hasattr(serialization, "save_state_dict"):
-        path = os.path.join(directory, "lucid_state.lucid")
+        path = os.path.join(directory, "candidate_state.lucid")
         serialization.save_state_dict(state_dict, path)
         return serialization.load_state_dict(path)
-    path = os.path.join(directory, "lucid_state.npz")
+    path = os.path.join(directory, "candidate_state.npz")
     _save_npz(state_dict, path)
     return _load_npz(path)
 

@@ -68,5 +68,5 @@ def test_lockstep_bound_rejects_eps_inside_the_root(dtype: type) -> None:
     """The bound is not vacuous: the textbook variant fails it at small gradients."""
     params0 = [np.random.default_rng(0).standard_normal(SIZE).astype(dtype)]
     grads = gradient_stream("normal", 1e-6, (SIZE,), dtype, 5, 0)
-    result = run_lockstep(params0, Hyper(), ([g] for g in grads), foreach=False, optimizer_class=EpsInsideRoot)
+    result = run_lockstep(params0, Hyper(), ([g] for g in grads), foreach=False, candidate=EpsInsideRoot)
     assert result.worst["param"] > 100 * LOCKSTEP_BOUND

@@ -82,13 +82,13 @@ def test_state_dict_is_a_snapshot() -> None:
 def _continue_in_lockstep(pair: LockstepPair, grads, hyper) -> LockstepResult:
     result = LockstepResult()
     for step, step_grads in enumerate(grads):
-        pair.sync_lucid_to_torch()
+        pair.sync_candidate_to_torch()
         for record in pair.step(step_grads):
             result.absorb(step, hyper, record)
     return result
 
 
-@pytest.mark.parametrize("direction", ["lucid_to_torch", "torch_to_lucid"])
+@pytest.mark.parametrize("direction", ["candidate_to_torch", "torch_to_candidate"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("config", list(flag_configs()), ids=lambda c: c.name)
 def test_interchange_with_torch_mid_run(config: FlagConfig, dtype, direction: str) -> None:
@@ -98,11 +98,11 @@ def test_interchange_with_torch_mid_run(config: FlagConfig, dtype, direction: st
     rng = np.random.default_rng(7)
     params0 = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
     pair = LockstepPair(params0, hyper, foreach=False)
-    if direction == "lucid_to_torch":
-        _run(pair.lucid_params, pair.lucid_opt, grads[:SPLIT])
-        pair.torch_opt.load_state_dict(statedict.to_torch(pair.lucid_opt.state_dict()))
+    if direction == "candidate_to_torch":
+        _run(pair.candidate.params, pair.candidate.opt, grads[:SPLIT])
+        pair.torch_opt.load_state_dict(statedict.to_torch(pair.candidate.opt.state_dict()))
         with torch.no_grad():
-            for tp, lp in zip(pair.torch_params, pair.lucid_params):
+            for tp, lp in zip(pair.torch_params, pair.candidate.params):
                 tp.copy_(torch.from_numpy(lp.data))
         assert pair.torch_opt.state_dict()["param_groups"][0]["lr"] == hyper.lr
     else:
@@ -110,13 +110,13 @@ def test_interchange_with_torch_mid_run(config: FlagConfig, dtype, direction: st
             for tp, g in zip(pair.torch_params, step_grads):
                 tp.grad = None if g is None else torch.from_numpy(g.copy())
             pair.torch_opt.step()
-        pair.lucid_opt.load_state_dict(statedict.to_numpy(pair.torch_opt.state_dict()))
-        for key, value in pair.lucid_opt.state[pair.lucid_params[0]].items():
+        pair.candidate.opt.load_state_dict(statedict.to_numpy(pair.torch_opt.state_dict()))
+        for key, value in pair.candidate.opt.state[pair.candidate.params[0]].items():
             expected = pair.torch_opt.state[pair.torch_params[0]][key]
             np.testing.assert_array_equal(value, expected.numpy(), strict=key != "step")
     result = _continue_in_lockstep(pair, grads[SPLIT:], hyper)
     assert result.passed(LOCKSTEP_BOUND), (result.worst, result.nonfinite_mismatches)
-    steps_l = [s["step"] for s in pair.lucid_opt.state_dict()["state"].values()]
+    steps_l = [s["step"] for s in pair.candidate.opt.state_dict()["state"].values()]
     steps_t = [float(s["step"]) for s in pair.torch_opt.state_dict()["state"].values()]
     assert steps_l == steps_t and max(steps_l) == STEPS
 

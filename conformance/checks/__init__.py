@@ -17,9 +17,9 @@ Check families (a :class:`~conformance.scenario.Scenario` lists the ones it runs
     catches a systematic one-ULP bias that no max-ULP bound can see.
 ``state_dict``
     ``state_dict`` (layout, keys, ``step`` and hyperparameters equal torch's
-    after the same steps), ``torch_to_lucid`` and ``lucid_to_torch`` (state
+    after the same steps), ``torch_to_candidate`` and ``candidate_to_torch`` (state
     handed over mid-run through a file, restored exactly, and the next step
-    agrees without re-syncing), ``lucid_roundtrip`` (save, load into a fresh
+    agrees without re-syncing), ``candidate_roundtrip`` (save, load into a fresh
     optimizer through a pickle-free file, continue: bit-identical to an
     uninterrupted run).
 ``contract``
@@ -33,6 +33,7 @@ Check families (a :class:`~conformance.scenario.Scenario` lists the ones it runs
 
 from __future__ import annotations
 
+from conformance.candidate import DEFAULT_CANDIDATE, Adapter, CandidateError, resolve
 from conformance.checks import contract, freerun, lockstep, sign, state_dict
 from conformance.checks.freerun import FREE_RUN_MIN_STEPS
 from conformance.checks.outcome import CheckOutcome, DeviceUnavailableError, require_device
@@ -57,7 +58,7 @@ __all__ = [
 #: Every check's name, family by family.
 CHECKS = tuple(name for names in FAMILIES.values() for name in names)
 
-#: The module that runs each family: ``run(scenario, optimizer_class) -> list[CheckOutcome]``.
+#: The module that runs each family: ``run(scenario, adapter) -> list[CheckOutcome]``.
 _FAMILY_RUNNERS = {
     "lockstep": lockstep.run,
     "freerun": freerun.run,
@@ -67,8 +68,14 @@ _FAMILY_RUNNERS = {
 }
 
 
-def run_checks(scenario: Scenario, optimizer_class: type | None = None) -> list[CheckOutcome]:
-    """Run every check family ``scenario.checks`` names against ``optimizer_class`` (default Lucid's RMSprop).
+def run_checks(scenario: Scenario, candidate: Adapter | type | str | None = None) -> list[CheckOutcome]:
+    """Run every check family ``scenario.checks`` names against ``candidate`` (default Lucid's RMSprop).
+
+    A scenario that needs what the candidate does not support
+    (:class:`~conformance.candidate.Support`) gives every check of it as
+    ``unsupported``, naming what is lacking.  A candidate that raises while
+    built or stepped gives the family's first check as ``raised``, with the
+    error naming the step and the parameters (never a numerical verdict).
 
     Raises
     ------
@@ -78,12 +85,35 @@ def run_checks(scenario: Scenario, optimizer_class: type | None = None) -> list[
     unknown = [f for f in scenario.checks if f not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown check families {unknown}; expected some of {list(FAMILIES)}")
+    adapter = resolve(candidate if candidate is not None else DEFAULT_CANDIDATE)
+    lacking = ", ".join(adapter.supports.missing(scenario.dtype, scenario.hypers))
     outcomes: list[CheckOutcome] = []
     for family in scenario.checks:
+        if family == "contract" and not lacking and not (adapter.supports.object_api and adapter.supports.maximize):
+            why = (
+                "an optimizer object with torch's API (zero_grad, step(closure), param_groups)"
+                if not adapter.supports.object_api
+                else "maximize=True (the contract items step with it)"
+            )
+            outcomes += [
+                CheckOutcome(name, True, f"not supported by {adapter.name}", unsupported=why)
+                for name in FAMILIES[family]
+            ]
+            continue
+        if lacking:
+            outcomes += [
+                CheckOutcome(name, True, f"not supported by {adapter.name}: {lacking}", unsupported=lacking)
+                for name in FAMILIES[family]
+            ]
+            continue
         try:
-            outcomes += _FAMILY_RUNNERS[family](scenario, optimizer_class)
+            outcomes += _FAMILY_RUNNERS[family](scenario, adapter)
         except DeviceUnavailableError:
             raise
-        except Exception as err:  # a candidate that raises fails the family's first check, with the error
+        except CandidateError as err:  # it raised: nothing compared, and said so
+            outcomes.append(
+                CheckOutcome(FAMILIES[family][0], False, f"the candidate could not run: {err}", raised=True)
+            )
+        except Exception as err:  # anything else the family raised fails its first check, with the error
             outcomes.append(CheckOutcome(FAMILIES[family][0], False, f"the run raised {type(err).__name__}: {err}"))
     return outcomes

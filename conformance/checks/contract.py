@@ -67,7 +67,6 @@ raised inside one item fails that item with the error and the others still run.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -76,13 +75,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-import lucid
 from conformance import statedict
+from conformance.adapters.objects import Library
+from conformance.candidate import Adapter, resolve
 from conformance.checks.outcome import CheckOutcome
 from conformance.compare import Hyper
-from conformance.runners import BUFFERS
 from conformance.scenario import FAMILIES, Scenario
-from conformance.streams import copy_layout, materialize
+from conformance.streams import materialize
 
 __all__ = ["CONTRACT_CHECKS", "POSITIONAL_ORDER", "TORCH_DOES", "run"]
 
@@ -95,111 +94,6 @@ POSITIONAL_ORDER = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered"
 
 #: Hyperparameters no default equals and no two of which are equal, so a value in the wrong place shows.
 _DISTINCT = {"lr": 0.0123, "alpha": 0.876, "eps": 3.4e-5, "weight_decay": 0.0456, "momentum": 0.321}
-
-
-class _Side:
-    """How the items reach one library's optimizer: Lucid's interface (NumPy gradients) or torch's.
-
-    Parameters
-    ----------
-    cls : type
-        The optimizer class.
-    dtype : numpy dtype
-        The parameters' dtype.
-    """
-
-    def __init__(self, cls: type, dtype: np.dtype[Any]) -> None:
-        self.cls = cls
-        self.dtype = dtype
-        self.torch = isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)
-
-    def param(self, values: NDArray[Any]) -> Any:
-        """Return a new parameter holding a copy of ``values``."""
-        copy = np.array(values, dtype=self.dtype, copy=True)
-        return torch.nn.Parameter(torch.from_numpy(copy)) if self.torch else lucid.nn.Parameter(copy)
-
-    def set_grad(self, p: Any, grad: NDArray[Any] | None) -> Any:
-        """Give ``p`` its own copy of ``grad`` (in ``grad``'s layout); return the object now in ``p.grad``."""
-        if grad is None:
-            p.grad = None
-        else:
-            own = copy_layout(np.asarray(grad, dtype=self.dtype))
-            p.grad = self._native(own)
-        return p.grad
-
-    def _native(self, array: NDArray[Any]) -> Any:
-        """``array`` as the library's own: a torch tensor sharing its memory, or the ndarray itself."""
-        return torch.from_numpy(array) if self.torch else array
-
-    def assign_grad(self, p: Any, grad: NDArray[Any]) -> None:
-        """``p.grad = grad`` as it is (no cast to the parameter's dtype): torch refuses another shape or dtype here."""
-        p.grad = self._native(np.array(grad, copy=True))
-
-    def scalar(self, value: float) -> Any:
-        """``value`` as the library's 0-d float64 tensor (torch: ``torch.tensor``; Lucid: a 0-d ndarray)."""
-        return torch.tensor(value, dtype=torch.float64) if self.torch else np.array(value, dtype=np.float64)
-
-    def as_array(self, data: Any) -> NDArray[Any]:
-        """Return a copy of ``data`` (a parameter's ``.data``, torch's or Lucid's) as an ndarray."""
-        return data.detach().numpy().copy() if self.torch else np.array(data, copy=True)
-
-    def replace_data(self, p: Any, values: NDArray[Any], in_place: bool) -> None:
-        """Give ``p`` the ``values``: written into its array (``in_place``) or as a new array assigned to ``p.data``."""
-        new = self._native(np.array(values, dtype=self.dtype, copy=True))
-        if in_place:
-            p.data[...] = new
-        else:
-            p.data = new
-
-    def replace_buffer(self, opt: Any, p: Any, key: str, values: NDArray[Any], in_place: bool) -> None:
-        """Give ``opt.state[p][key]`` the ``values``: written into the buffer, or a new buffer assigned."""
-        new = self._native(np.array(values, dtype=self.dtype, copy=True))
-        if in_place:
-            opt.state[p][key][...] = new
-        else:
-            opt.state[p][key] = new
-
-    def grad(self, p: Any) -> NDArray[Any] | None:
-        """Return ``p.grad`` as an ndarray (a view where possible), or None."""
-        g = p.grad
-        if g is None:
-            return None
-        return g.detach().numpy() if self.torch else np.asarray(g)
-
-    def values(self, p: Any) -> NDArray[Any]:
-        """Return a copy of ``p``'s values."""
-        return p.detach().numpy().copy() if self.torch else np.array(p.data, copy=True)
-
-    def buffers(self, opt: Any, p: Any) -> dict[str, NDArray[Any]]:
-        """``p``'s state buffers by torch's names, as views of the optimizer's own arrays."""
-        state = opt.state.get(p) or {}
-        out = {}
-        for key in BUFFERS:
-            if key in state:
-                value = state[key]
-                out[key] = value.detach().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        return out
-
-    def step_count(self, opt: Any, p: Any) -> float | None:
-        """``p``'s step counter, or None without state."""
-        state = opt.state.get(p) or {}
-        return float(state["step"]) if "step" in state else None
-
-    def grad_enabled(self) -> bool:
-        """Whether this library records gradients now."""
-        return torch.is_grad_enabled() if self.torch else lucid.is_grad_enabled()
-
-    def no_grad(self) -> contextlib.AbstractContextManager[Any]:
-        """Return the library's ``no_grad`` context."""
-        return torch.no_grad() if self.torch else lucid.no_grad()
-
-    def state_dict(self, opt: Any) -> dict[str, Any]:
-        """``opt.state_dict()`` in NumPy form."""
-        return statedict.to_numpy(opt.state_dict()) if self.torch else opt.state_dict()
-
-    def load(self, opt: Any, sd: dict[str, Any]) -> None:
-        """``opt.load_state_dict`` of a NumPy-form state_dict."""
-        opt.load_state_dict(statedict.to_torch(sd) if self.torch else sd)
 
 
 def _draw(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray[Any]:
@@ -227,7 +121,7 @@ def _differing(a: NDArray[Any], b: NDArray[Any]) -> str:
     return f"{n} of {x.size} elements differ"
 
 
-def _snapshot(side: _Side, opt: Any, params: Sequence[Any]) -> list[tuple[NDArray[Any], dict[str, NDArray[Any]]]]:
+def _snapshot(side: Library, opt: Any, params: Sequence[Any]) -> list[tuple[NDArray[Any], dict[str, NDArray[Any]]]]:
     """Copy every parameter's values and buffers."""
     return [(side.values(p), {k: v.copy() for k, v in side.buffers(opt, p).items()}) for p in params]
 
@@ -244,7 +138,7 @@ def _moved(before: Sequence[Any], after: Sequence[Any], label: Callable[[int], s
     return problems
 
 
-def _compare_runs(side: _Side, ours: tuple[Any, Sequence[Any]], theirs: tuple[Any, Sequence[Any]]) -> list[str]:
+def _compare_runs(side: Library, ours: tuple[Any, Sequence[Any]], theirs: tuple[Any, Sequence[Any]]) -> list[str]:
     """Where two optimizers' parameters and buffers differ (bit for bit); each run is ``(optimizer, params)``."""
     problems = []
     for i, (p, q) in enumerate(zip(ours[1], theirs[1])):
@@ -258,12 +152,12 @@ def _compare_runs(side: _Side, ours: tuple[Any, Sequence[Any]], theirs: tuple[An
     return problems
 
 
-def _feed(side: _Side, params: Sequence[Any], grads: Sequence[NDArray[Any] | None]) -> None:
+def _feed(side: Library, params: Sequence[Any], grads: Sequence[NDArray[Any] | None]) -> None:
     for p, g in zip(params, grads):
         side.set_grad(p, g)
 
 
-def _run(side: _Side, opt: Any, params: Sequence[Any], grads: Sequence[Sequence[NDArray[Any] | None]]) -> None:
+def _run(side: Library, opt: Any, params: Sequence[Any], grads: Sequence[Sequence[NDArray[Any] | None]]) -> None:
     """Step ``opt`` once per entry of ``grads`` (one gradient or None per parameter)."""
     for step in grads:
         _feed(side, params, step)
@@ -271,7 +165,7 @@ def _run(side: _Side, opt: Any, params: Sequence[Any], grads: Sequence[Sequence[
 
 
 def _run_alike(
-    side: _Side, ours: tuple[Any, Sequence[Any]], theirs: tuple[Any, Sequence[Any]], grads: Sequence[Sequence[Any]]
+    side: Library, ours: tuple[Any, Sequence[Any]], theirs: tuple[Any, Sequence[Any]], grads: Sequence[Sequence[Any]]
 ) -> list[str]:
     """Step two runs ``(optimizer, params)`` through the same ``grads``; return where they differ."""
     for opt, params in (ours, theirs):
@@ -297,7 +191,7 @@ def _hyper_differences(group: dict[str, Any], expected: dict[str, Any]) -> list[
 # ---------------------------------------------------------------------------- the items
 
 
-def _positional(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+def _positional(side: Library, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     values: dict[str, Any] = {**_DISTINCT, "centered": not hyper.centered}
     shapes = [(6,), (2, 3)]
     init = [_draw(rng, s, side.dtype) for s in shapes]
@@ -322,7 +216,7 @@ def _positional(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str
     return problems
 
 
-def _zero_grad(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+def _zero_grad(side: Library, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     params = [side.param(_draw(rng, (5,), side.dtype)) for _ in range(3)]
     opt = side.cls(params, **hyper.kwargs())
     problems = []
@@ -353,7 +247,7 @@ def _zero_grad(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]
     return problems
 
 
-def _closure(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+def _closure(side: Library, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     shapes = [(7,), (3, 2)]
     init = [_draw(rng, s, side.dtype) for s in shapes]
     before, inside = ([_draw(rng, s, side.dtype) for s in shapes] for _ in range(2))
@@ -398,7 +292,7 @@ def _closure(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     return problems
 
 
-def _grad_untouched(side: _Side, scenario: Scenario, hyper: Hyper) -> list[str]:
+def _grad_untouched(side: Library, scenario: Scenario, hyper: Hyper) -> list[str]:
     params0, grads = materialize(scenario)
     configs = [("the scenario's hyperparameters", hyper)] + [
         (
@@ -430,7 +324,7 @@ def _grad_untouched(side: _Side, scenario: Scenario, hyper: Hyper) -> list[str]:
     return problems
 
 
-def _state_isolation(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+def _state_isolation(side: Library, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     settings = Hyper(**{**hyper.kwargs(), "momentum": _DISTINCT["momentum"], "centered": True})
     shapes = [(4, 3), (4, 3), (12,)]  # two of one shape, and a third of the same size
     params = [side.param(_draw(rng, s, side.dtype)) for s in shapes]
@@ -477,7 +371,7 @@ def _state_isolation(side: _Side, hyper: Hyper, rng: np.random.Generator) -> lis
     return [*problems[:3], "torch keeps each parameter's state its own"] if problems else []
 
 
-def _load_hypers(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+def _load_hypers(side: Library, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     shapes = [(5,), (2, 4)]
     init = [_draw(rng, s, side.dtype) for s in shapes]
     grads = [[_draw(rng, s, side.dtype) for s in shapes] for _ in range(4)]
@@ -514,7 +408,7 @@ def _load_hypers(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[st
 _MAPPING_GROUPS = (((4, 3), None, (5,)), ((4, 3), (12,)))
 
 
-def _load_mapping(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+def _load_mapping(side: Library, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     shapes = [s or (4, 3) for group in _MAPPING_GROUPS for s in group]
     stateless = {i for i, s in enumerate(s for group in _MAPPING_GROUPS for s in group) if s is None}
     sizes = [len(group) for group in _MAPPING_GROUPS]
@@ -582,7 +476,7 @@ def _refused(make: Callable[[], Any]) -> bool:
     return False
 
 
-def _named_params(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+def _named_params(side: Library, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     init = [_draw(rng, s, side.dtype) for s in _NAMED_SHAPES]
     grads = [[_draw(rng, s, side.dtype) for s in _NAMED_SHAPES] for _ in range(2)]
     params = [side.param(v) for v in init]
@@ -672,7 +566,7 @@ def _torch_named_state_dict(init: Sequence[NDArray[Any]], hyper: Hyper) -> dict[
     return statedict.to_numpy(opt.state_dict())
 
 
-def _param_groups(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+def _param_groups(side: Library, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     shapes = [(2, 3), (4,)]
     init = [_draw(rng, s, side.dtype) for s in shapes]
     grads = [[_draw(rng, s, side.dtype) for s in shapes] for _ in range(3)]
@@ -729,7 +623,7 @@ def _other_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     return np.dtype({"f4": "f8", "f8": "f4", "c8": "c16", "c16": "c8"}[f"{dtype.kind}{dtype.itemsize}"])
 
 
-def _bad_grad(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+def _bad_grad(side: Library, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     shapes = [(5,), (2, 3)]
     init = [_draw(rng, s, side.dtype) for s in shapes]
     first = [_draw(rng, s, side.dtype) for s in shapes]
@@ -772,7 +666,7 @@ _EDIT_SHAPES = ((3,), (2, 2), (3,), (5,), (2, 2), (1,))
 _HELD = (0, 3, 4)
 
 
-def _in_place(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
+def _in_place(side: Library, hyper: Hyper, rng: np.random.Generator) -> list[str]:
     init = [_draw(rng, s, side.dtype) for s in _EDIT_SHAPES]
     grads = [[_draw(rng, s, side.dtype) for s in _EDIT_SHAPES] for _ in range(5)]
     problems = []
@@ -827,7 +721,7 @@ def _in_place(side: _Side, hyper: Hyper, rng: np.random.Generator) -> list[str]:
 # ---------------------------------------------------------------------------- the family
 
 
-def _items(side: _Side, scenario: Scenario, hyper: Hyper, seed: int) -> Iterator[tuple[str, Callable[[], list[str]]]]:
+def _items(side: Library, scenario: Scenario, hyper: Hyper, seed: int) -> Iterator[tuple[str, Callable[[], list[str]]]]:
     def rng(k: int) -> np.random.Generator:
         return np.random.default_rng([seed, k])
 
@@ -865,20 +759,24 @@ def _outcome(name: str, item: Callable[[], list[str]]) -> CheckOutcome:
     try:
         with np.errstate(all="ignore"):  # NaN, Inf and 0/0 in the streams: the API is judged here, not warnings
             problems = item()
-    except Exception as err:  # the candidate may raise anything; report it under this item's name
-        problems = [f"{type(err).__name__}: {err}", f"torch: {TORCH_DOES[name]}"]
+    except Exception as err:  # the candidate raised where torch does not: the item could not run
+        detail = f"the candidate raised {type(err).__name__}: {err}; torch: {TORCH_DOES[name]}"
+        return CheckOutcome(name, False, detail, raised=True)
     return CheckOutcome(name, not problems, "; ".join(problems) or f"as torch: {TORCH_DOES[name]}")
 
 
-def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
-    """Run the contract family on ``scenario`` against ``optimizer_class`` (default Lucid's RMSprop).
+def run(scenario: Scenario, candidate: Adapter | type) -> list[CheckOutcome]:
+    """Run the contract family on ``scenario`` against ``candidate``'s optimizer class.
 
-    ``optimizer_class`` may be ``torch.optim.RMSprop`` itself (or another
+    The class may be ``torch.optim.RMSprop`` itself (or another
     ``torch.optim.Optimizer``): the same items then run on torch's tensors,
     which is how the tests show that each item is the contract torch keeps.
     The scenario gives the dtype, the flags and group 0's hyperparameters;
     ``contract_grad_untouched`` runs on its parameters and first gradients.
     """
-    side = _Side(optimizer_class or lucid.optim.RMSprop, np.dtype(scenario.dtype))
+    adapter = resolve(candidate)
+    if adapter.optimizer_class is None:
+        raise ValueError(f"{adapter.name} has no optimizer object: the contract family does not apply")
+    side = Library(adapter.optimizer_class, np.dtype(scenario.dtype))
     hyper = scenario.hypers[0]
     return [_outcome(name, item) for name, item in _items(side, scenario, hyper, scenario.seed)]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from conformance.candidate import Adapter
 from conformance.checks.outcome import CheckOutcome, pair_options
 from conformance.checks.sign import DirectionalSign, constants_exact, outcome, sign_counts
 from conformance.freerun import FREE_RUN_BOUND, FreeRunResult, run_free
@@ -52,7 +53,7 @@ def growth_statistics(result: FreeRunResult) -> list[DirectionalSign]:
     ``result`` must come from :func:`~conformance.freerun.run_free` with ``exact=True``.
     """
     sums: dict[str, list[int]] = {}
-    for p0, ours, theirs, exact in zip(result.initial, result.final_lucid, result.final_torch, result.final_exact):
+    for p0, ours, theirs, exact in zip(result.initial, result.final_candidate, result.final_torch, result.final_exact):
         if ours.shape != exact.shape or theirs.shape != exact.shape:
             continue
         with np.errstate(invalid="ignore"):
@@ -66,7 +67,7 @@ def growth_statistics(result: FreeRunResult) -> list[DirectionalSign]:
     return [DirectionalSign("param", d, c / n if n else 0.0, t / n if n else 0.0, n) for d, (c, t, n) in sums.items()]
 
 
-def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
+def run(scenario: Scenario, candidate: Adapter) -> list[CheckOutcome]:
     """Free-run ``scenario`` on both sides and beside the exact trajectory: the freerun and growth checks."""
     if scenario.steps < FREE_RUN_MIN_STEPS:
         raise ValueError(f"a free-running scenario needs >= {FREE_RUN_MIN_STEPS} steps, got {scenario.steps}")
@@ -81,7 +82,7 @@ def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
             scenario.hypers[0],
             grads,
             foreach=scenario.matrix_case.impl.foreach,
-            optimizer_class=optimizer_class,
+            candidate=candidate,
             exact=wider,
             **pair_options(scenario),
         )

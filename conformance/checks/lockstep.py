@@ -8,6 +8,7 @@ and buffers keep torch's dtype).
 
 from __future__ import annotations
 
+from conformance.candidate import Adapter
 from conformance.checks.outcome import CheckOutcome, pair_options
 from conformance.compare import LOCKSTEP_BOUND
 from conformance.lockstep import run_lockstep
@@ -17,8 +18,8 @@ from conformance.streams import materialize
 __all__ = ["run"]
 
 
-def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
-    """Run ``scenario`` in lockstep against ``optimizer_class``: the lockstep, nonfinite and dtype checks."""
+def run(scenario: Scenario, candidate: Adapter) -> list[CheckOutcome]:
+    """Run ``scenario`` in lockstep against ``candidate``: the lockstep, nonfinite and dtype checks."""
     params0, grads = materialize(scenario)
     case = scenario.matrix_case
     result = run_lockstep(
@@ -26,7 +27,7 @@ def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
         scenario.hypers[0],
         grads,
         foreach=case.impl.foreach,
-        optimizer_class=optimizer_class,
+        candidate=candidate,
         **pair_options(scenario),
     )
     worst = ", ".join(f"{k} {v:.3g} (step {result.worst_step[k]})" for k, v in sorted(result.worst.items()))

@@ -27,17 +27,36 @@ def require_device(device: str) -> None:
 
 @dataclass(frozen=True)
 class CheckOutcome:
-    """One named check's result on one scenario."""
+    """One named check's result on one scenario.
+
+    Three kinds besides a pass: a disagreement (``passed`` False), a candidate
+    that could not run (``raised``: it raised, so nothing was compared; also
+    ``passed`` False, but never a numerical verdict), and a case the candidate
+    does not support (``unsupported`` names what it lacks; ``passed`` True,
+    since nothing was judged, unless the caller is strict).
+    """
 
     check: str
     passed: bool
     detail: str
     verdict: str = ""
+    #: The candidate raised: the check could not compare anything.
+    raised: bool = False
+    #: What the scenario needs that the candidate does not support (empty: supported).
+    unsupported: str = ""
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``FAIL`` (disagrees), ``ERROR`` (the candidate raised) or ``n/a`` (not supported)."""
+        if self.unsupported:
+            return "n/a "
+        if self.raised:
+            return "ERROR"
+        return "ok  " if self.passed else "FAIL"
 
     def __str__(self) -> str:
-        status = "ok  " if self.passed else "FAIL"
         verdict = f"; {self.verdict}" if self.verdict else ""
-        return f"{status} {self.check}: {self.detail}{verdict}"
+        return f"{self.status} {self.check}: {self.detail}{verdict}"
 
 
 def pair_options(scenario: Scenario) -> dict[str, Any]:

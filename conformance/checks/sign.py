@@ -57,10 +57,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from conformance.adapters.objects import BUFFERS
+from conformance.candidate import Adapter
 from conformance.checks.outcome import CheckOutcome, pair_options
 from conformance.compare import Hyper
 from conformance.oracle import oracle_precision_bits, oracle_step
-from conformance.runners import BUFFERS, LockstepPair
+from conformance.runners import LockstepPair
 from conformance.scenario import Scenario
 from conformance.streams import materialize
 
@@ -286,7 +288,7 @@ def outcome(check: str, stats: Sequence[DirectionalSign], what: str) -> CheckOut
 def sign_statistic(
     params0: Sequence[NDArray[Any]],
     grads: Sequence[Sequence[NDArray[Any] | None]],
-    optimizer_class: type | None = None,
+    candidate: Adapter | type | str | None = None,
     *,
     foreach: bool = False,
     warmup: int = SIGN_WARMUP,
@@ -300,15 +302,15 @@ def sign_statistic(
     does not have (``grad_avg`` unless centered, ``momentum_buffer`` without
     momentum) has ``n = 0``.
     """
-    pair = LockstepPair(list(params0), pair_options.pop("hyper", Hyper()), foreach, optimizer_class, **pair_options)
+    pair = LockstepPair(list(params0), pair_options.pop("hyper", Hyper()), foreach, candidate, **pair_options)
     quantities = ("param", *BUFFERS)
     sums: dict[tuple[str, str], list[int]] = {}
     extra = oracle_precision_bits(params0[0].dtype) if params0 else 0
     for step, step_grads in enumerate(grads):
         pair.apply_schedule(step)
-        pair.sync_lucid_to_torch()
+        pair.sync_candidate_to_torch()
         for rec in pair.step(list(step_grads)):
-            if step < warmup or rec.grad is None or rec.lucid_param.shape != rec.torch_param.shape:
+            if step < warmup or rec.grad is None or rec.candidate_param.shape != rec.torch_param.shape:
                 continue
             exact = oracle_step(rec.hyper or pair.hyper, rec.param0, rec.grad, rec.torch_state0)
             for quantity in quantities:
@@ -317,9 +319,9 @@ def sign_statistic(
                     continue
                 reference = rec.param0 if quantity == "param" else None
                 sides = (
-                    (rec.lucid_param, rec.torch_param)
+                    (rec.candidate_param, rec.torch_param)
                     if quantity == "param"
-                    else (rec.lucid_state.get(quantity), rec.torch_state.get(quantity))
+                    else (rec.candidate_state.get(quantity), rec.torch_state.get(quantity))
                 )
                 if any(side is None or side.shape != wide.shape for side in sides):
                     continue
@@ -337,13 +339,13 @@ def sign_statistic(
     return SignStatistic(tuple(stats), extra)
 
 
-def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
+def run(scenario: Scenario, candidate: Adapter) -> list[CheckOutcome]:
     """Run the sign tests on ``scenario``: the ``sign`` (up/down) and ``magnitude`` (toward/away from zero) checks."""
     params0, grads = materialize(scenario)
     stat = sign_statistic(
         params0,
         grads,
-        optimizer_class,
+        candidate,
         foreach=scenario.matrix_case.impl.foreach,
         hyper=scenario.hypers[0],
         **pair_options(scenario),

@@ -2,9 +2,9 @@
 
 Checks: ``state_dict`` (layout, keys, ``step`` and hyperparameters equal
 torch's after the same steps, schedule changes before the save included),
-``torch_to_lucid`` and ``lucid_to_torch`` (state handed over mid-run through a
+``torch_to_candidate`` and ``candidate_to_torch`` (state handed over mid-run through a
 file, restored exactly, and the next step agrees without re-syncing),
-``lucid_roundtrip`` (save, load into a fresh optimizer through a pickle-free
+``candidate_roundtrip`` (save, load into a fresh optimizer through a pickle-free
 file, continue: bit-identical to an uninterrupted run) and ``reordered_load``
 (torch's state_dict, its indices relabelled, loaded into an optimizer whose
 same-shaped parameters come in another order).
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-import lucid
 from conformance import statedict
+from conformance.candidate import Adapter
 from conformance.checks.outcome import CheckOutcome, pair_options
 from conformance.compare import LOCKSTEP_BOUND, Hyper
 from conformance.lockstep import LockstepResult
@@ -84,12 +84,6 @@ def _compare_state_dicts(ours: dict[str, Any], theirs: dict[str, Any], *, bitwis
     return problems
 
 
-def _feed(params: Sequence[Any], opt: Any, step_grads: Sequence[NDArray[Any] | None]) -> None:
-    for p, g in zip(params, step_grads):
-        p.grad = None if g is None else np.array(g, copy=True)
-    opt.step()
-
-
 def _torch_only_keys(sd: dict[str, Any], opt: torch.optim.Optimizer) -> dict[str, Any]:
     """Keep torch's implementation switches (foreach, capturable, ...) across a load of a Lucid state_dict."""
     for saved, current in zip(sd["param_groups"], opt.param_groups):
@@ -105,7 +99,7 @@ def _continue(pair: LockstepPair, grads: Sequence[Sequence[Any]], start: int) ->
     for step in range(start, len(grads)):
         pair.apply_schedule(step)
         if step > start:
-            pair.sync_lucid_to_torch()
+            pair.sync_candidate_to_torch()
         for rec in pair.step(list(grads[step])):
             result.absorb(step, pair.hyper, rec)
     return result
@@ -170,8 +164,8 @@ def _attempt(name: str, run: Callable[[], list[str]], ok_text: str) -> CheckOutc
     """Run one state_dict check; an exception from a broken candidate is that check's failure, not a crash."""
     try:
         problems = run()
-    except Exception as err:  # the candidate may raise anything; report it under this check's name
-        problems = [f"{type(err).__name__}: {err}"]
+    except Exception as err:  # the candidate raised: this check could not run (not a verdict on numbers)
+        return CheckOutcome(name, False, f"the candidate raised {type(err).__name__}: {err}", raised=True)
     return CheckOutcome(name, not problems, "; ".join(problems[:4]) or ok_text)
 
 
@@ -188,19 +182,18 @@ def _run_free_to(pair: LockstepPair, grads: Sequence[Sequence[Any]], stop: int) 
         pair.step(list(grads[step]))
 
 
-def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
+def run(scenario: Scenario, candidate: Adapter) -> list[CheckOutcome]:
     """Run the state_dict family on ``scenario``: layout, the hand-overs, the candidate's round trip."""
     params0, grads = materialize(scenario)
     options = pair_options(scenario)
     foreach = scenario.matrix_case.impl.foreach
-    cls = optimizer_class or lucid.optim.RMSprop
     split = max(1, scenario.steps // 2)
     other = other_hypers(scenario.hypers)
     out = []
 
     def fresh(values: Sequence[NDArray[Any]], hypers: list[Hyper] | None = None, **changes: Any) -> LockstepPair:
         chosen = {**options, "group_hypers": hypers or scenario.hypers, **changes}
-        return LockstepPair([np.array(v) for v in values], chosen["group_hypers"][0], foreach, cls, **chosen)
+        return LockstepPair([np.array(v) for v in values], chosen["group_hypers"][0], foreach, candidate, **chosen)
 
     with tempfile.TemporaryDirectory(prefix="conformance-") as tmp:
         # 1. Layout, keys, step and hyperparameters against torch after the same steps (and changes).
@@ -213,7 +206,7 @@ def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
 
         def layout() -> list[str]:
             nonlocal ours
-            ours = pair.lucid_opt.state_dict()
+            ours = pair.candidate.state_dict()
             return _compare_state_dicts(ours, statedict.to_numpy(pair.torch_opt.state_dict()), bitwise=False)
 
         out.append(_attempt("state_dict", layout, f"same layout as torch's after {split} steps"))
@@ -228,25 +221,27 @@ def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
 
         # 2. torch -> candidate mid-run, through torch.save / torch.load(weights_only=True), into optimizers
         #    built with other hyperparameters.
-        def torch_to_lucid() -> list[str]:
+        def torch_to_candidate() -> list[str]:
             loaded = statedict.to_numpy(statedict.torch_file_roundtrip(torch_saved, tmp))
             nxt = fresh(torch_values, other)
             nxt.torch_opt.load_state_dict(copy.deepcopy(torch_saved))
-            nxt.lucid_opt.load_state_dict(loaded)
-            diff = _compare_state_dicts(nxt.lucid_opt.state_dict(), loaded, bitwise=True)
+            nxt.candidate.load_state_dict(loaded)
+            diff = _compare_state_dicts(nxt.candidate.state_dict(), loaded, bitwise=True)
             return handover(nxt, [f"after load: {p}" for p in diff])
 
         out.append(
-            _attempt("torch_to_lucid", torch_to_lucid, f"loaded exactly at step {split}, continued in agreement")
+            _attempt(
+                "torch_to_candidate", torch_to_candidate, f"loaded exactly at step {split}, continued in agreement"
+            )
         )
 
         # 3. candidate -> torch mid-run, through the candidate's file and torch's.
-        def lucid_to_torch() -> list[str]:
+        def candidate_to_torch() -> list[str]:
             if ours is None:
                 raise RuntimeError("the candidate's state_dict() failed")
             mine = statedict.lucid_file_roundtrip(ours, tmp)
-            nxt = fresh([p.data for p in pair.lucid_params], other)
-            nxt.lucid_opt.load_state_dict(mine)
+            nxt = fresh(pair.candidate_values(), other)
+            nxt.candidate.load_state_dict(mine)
             handed = statedict.torch_file_roundtrip(statedict.to_torch(mine, options["device"]), tmp)
             nxt.torch_opt.load_state_dict(_torch_only_keys(handed, nxt.torch_opt))
             if nxt.tensor_lr:
@@ -256,29 +251,32 @@ def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
             return handover(nxt, [f"torch after load: {p}" for p in diff])
 
         out.append(
-            _attempt("lucid_to_torch", lucid_to_torch, f"torch continued from the candidate's step-{split} state")
+            _attempt(
+                "candidate_to_torch", candidate_to_torch, f"torch continued from the candidate's step-{split} state"
+            )
         )
 
         # 4. candidate -> file -> fresh candidate, continued: bit-identical to an uninterrupted run.
-        def lucid_roundtrip() -> list[str]:
+        def candidate_roundtrip() -> list[str]:
             whole = fresh(params0)
-            _run_lucid(whole, grads, 0, len(grads))
+            _run_candidate(whole, grads, 0, len(grads))
             part = fresh(params0)
-            _run_lucid(part, grads, 0, split)
-            saved = statedict.lucid_file_roundtrip(part.lucid_opt.state_dict(), tmp)
-            resumed = fresh([p.data for p in part.lucid_params], other)
-            resumed.lucid_opt.load_state_dict(saved)
-            _run_lucid(resumed, grads, split, len(grads))
+            _run_candidate(part, grads, 0, split)
+            saved = statedict.lucid_file_roundtrip(part.candidate.state_dict(), tmp)
+            resumed = fresh(part.candidate_values(), other)
+            resumed.candidate.load_state_dict(saved)
+            resumed.hypers = list(part.hypers)  # what the load restored: the schedule scales from these
+            _run_candidate(resumed, grads, split, len(grads))
             problems = [
-                f"param {i} differs in {int(np.count_nonzero(_bits(a.data) != _bits(b.data)))} elements"
-                for i, (a, b) in enumerate(zip(whole.lucid_params, resumed.lucid_params))
-                if a.data.shape != b.data.shape or not np.array_equal(_bits(a.data), _bits(b.data))
+                f"param {i} differs in {int(np.count_nonzero(_bits(a) != _bits(b)))} elements"
+                for i, (a, b) in enumerate(zip(whole.candidate_values(), resumed.candidate_values()))
+                if a.shape != b.shape or not np.array_equal(_bits(a), _bits(b))
             ]
             return problems + _compare_state_dicts(
-                resumed.lucid_opt.state_dict(), whole.lucid_opt.state_dict(), bitwise=True
+                resumed.candidate.state_dict(), whole.candidate.state_dict(), bitwise=True
             )
 
-        out.append(_attempt("lucid_roundtrip", lucid_roundtrip, f"saved at step {split}, resumed bit for bit"))
+        out.append(_attempt("candidate_roundtrip", candidate_roundtrip, f"saved at step {split}, resumed bit for bit"))
 
         # 5. torch's state_dict, indices relabelled, into optimizers whose same-shaped parameters are reordered.
         order = reordering(scenario)
@@ -288,9 +286,9 @@ def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
             relabelled = _relabelled(torch_saved)
             nxt = fresh([torch_values[i] for i in order], other, group_of=[scenario.group_of[i] for i in order])
             nxt.torch_opt.load_state_dict(copy.deepcopy(relabelled))
-            nxt.lucid_opt.load_state_dict(statedict.to_numpy(statedict.torch_file_roundtrip(relabelled, tmp)))
+            nxt.candidate.load_state_dict(statedict.to_numpy(statedict.torch_file_roundtrip(relabelled, tmp)))
             diff = _compare_state_dicts(
-                nxt.lucid_opt.state_dict(), statedict.to_numpy(nxt.torch_opt.state_dict()), bitwise=True
+                nxt.candidate.state_dict(), statedict.to_numpy(nxt.torch_opt.state_dict()), bitwise=True
             )
             stream = [[step[i] for i in order] for step in grads]
             return handover(nxt, [f"after load: {p}" for p in diff], stream)
@@ -309,12 +307,8 @@ def run(scenario: Scenario, optimizer_class: type | None) -> list[CheckOutcome]:
     return out
 
 
-def _run_lucid(pair: LockstepPair, grads: Sequence[Sequence[Any]], start: int, stop: int) -> None:
-    """Step the candidate alone from ``start`` to ``stop``, applying the pair's schedule to its groups only."""
-    groups = pair.lucid_opt.param_groups
+def _run_candidate(pair: LockstepPair, grads: Sequence[Sequence[Any]], start: int, stop: int) -> None:
+    """Step the candidate alone from ``start`` to ``stop``, its schedule applied as the pair applies it."""
     for step in range(start, stop):
-        for c in pair.schedule:
-            if c.step == step:
-                for k in range(len(groups)) if c.group is None else (c.group,):
-                    groups[k][c.name] = groups[k][c.name] * c.value if c.scale else c.value
-        _feed(pair.lucid_params, pair.lucid_opt, grads[step])
+        pair.apply_schedule(step)
+        pair.step_candidate(list(grads[step]))

@@ -1,4 +1,4 @@
-"""``python -m conformance check``: run the harness against an optimizer class; non-zero exit on disagreement.
+"""``python -m conformance check``: run the harness against an RMSprop; non-zero exit on disagreement.
 
 Examples::
 
@@ -22,12 +22,23 @@ budget reaches.  A failure is shrunk to a minimal scenario and printed with the
 command that replays it; ``--examples N`` draws exactly N scenarios per case
 instead (the same scenarios on every machine, whatever its speed).
 
-Exit status: 0 when every check passed, 1 when a check failed (each failure is
-printed with the check's name, the oracle's verdict where there is one, and the
-command that replays it), 2 for bad usage (an unimportable candidate, a
-``--cases`` filter that selects no case, a corrupt or out-of-bounds replay id,
-a device that is not there), 3 when the candidate could not run (a worker
-process running it died), 130 on Ctrl-C.
+The candidate is ``--optimizer module:attr``, else the environment variable
+``CONFORMANCE_CANDIDATE``, else ``lucid.optim:RMSprop``: a ``torch.optim.Optimizer``
+subclass, a class with Lucid's Optimizer interface, a function of optax, or an
+adapter (``conformance.adapters.optax:rmsprop``).  Cases that need what the
+candidate does not support (``maximize``, complex parameters, a dtype,
+per-group hyperparameters) are listed as not supported, not judged;
+``--strict`` fails them.
+
+Exit status: 0 when every judged check passed, 1 when a check disagreed (each
+failure is printed with the check's name, the oracle's verdict where there is
+one, and the command that replays it; also with ``--strict`` and an
+unsupported case), 2 for bad usage (a malformed or unimportable
+``--optimizer`` path, a ``--cases`` filter that selects no case, a corrupt or
+out-of-bounds replay id, a device that is not there), 3 when the candidate
+could not run and nothing disagreed (it raised on import, while built or
+stepped, lacks a required method, or a worker process running it died), 130
+on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -35,8 +46,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
-from conformance.candidates import DEFAULT_CANDIDATE
+from conformance.candidate import CANDIDATE_SETTING, chosen_candidate
 from conformance.search import DEFAULT_BUDGET
 
 __all__ = ["EXTRA", "register"]
@@ -80,16 +92,9 @@ def _describe_machine() -> str:
 def _run(args: argparse.Namespace) -> int:
     import torch  # noqa: F401 - a missing torch is named before anything else
 
-    from conformance.candidates import load_candidate
+    from conformance.candidate import CandidateError, CandidateSpecError, resolve
     from conformance.checks import DeviceUnavailableError, require_device, run_checks
-    from conformance.harness import (
-        CandidateCrashedError,
-        CandidateReport,
-        ScenarioResult,
-        check_candidate,
-        replay_command,
-        usable_cpus,
-    )
+    from conformance.harness import CandidateReport, ScenarioResult, check_candidate, replay_command, usable_cpus
     from conformance.matrix import describe_no_match, select_cases
     from conformance.scenario import Scenario
 
@@ -97,21 +102,23 @@ def _run(args: argparse.Namespace) -> int:
         if args.replay:
             scenario = Scenario.from_id(args.replay)
             require_device(scenario.matrix_case.device)
-            candidate = load_candidate(args.optimizer)
         else:
             selected = select_cases(args.cases, args.device)
             if not selected:
                 print(f"error: {describe_no_match(args.cases, args.device)}", file=sys.stderr)
                 return 2
             require_device(args.device)
-            candidate = load_candidate(args.optimizer)
-    except (ValueError, ImportError, TypeError, DeviceUnavailableError) as err:
+        candidate = resolve(args.optimizer)
+    except (CandidateSpecError, ValueError, DeviceUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"candidate {args.optimizer}; {_describe_machine()}")
+    except CandidateError as err:
+        print(f"error: the candidate could not run: {err}", file=sys.stderr)
+        return 3
+    print(f"candidate {candidate.name} {candidate.version} ({args.optimizer}); {_describe_machine()}")
     started = time.perf_counter()
     if args.replay:
-        report = CandidateReport(args.optimizer)
+        report = CandidateReport(candidate.name, spec=args.optimizer)
         report.results.append(ScenarioResult(scenario, run_checks(scenario, candidate)))
         print(f"replaying {scenario.case}, checks {', '.join(scenario.checks)}")
         for outcome in report.results[0].outcomes:
@@ -127,11 +134,15 @@ def _run(args: argparse.Namespace) -> int:
                 progress=print if args.verbose else None,
                 selected=selected,
             )
-        except CandidateCrashedError as err:
+        except CandidateError as err:
             print(f"error: the candidate could not run: {err}", file=sys.stderr)
             return 3
-        report.optimizer = args.optimizer
-    elapsed = time.perf_counter() - started
+        report.spec = args.optimizer
+    return _verdict(args, report, candidate.name, time.perf_counter() - started, replay_command)
+
+
+def _verdict(args: argparse.Namespace, report: Any, name: str, elapsed: float, replay_command: Any) -> int:
+    """Print the summary and return the exit status: 1 disagreement, 3 crash only, 0 agreement."""
     if report.search is not None:
         print(
             f"searched {report.search.scenarios} drawn scenario(s) in {report.search.seconds:.0f} s "
@@ -141,17 +152,32 @@ def _run(args: argparse.Namespace) -> int:
     if report.search is not None:
         scenarios += report.search.scenarios - len(report.search.found)
     checks = sum(len(r.outcomes) for r in report.results)
-    if report.ok:
+    lacking = report.unsupported_lines()
+    if lacking:
+        print(
+            f"not supported by {name} ({'failures: --strict' if args.strict else 'not judged; --strict fails them'}):"
+        )
+        print("\n".join(f"  {line}" for line in lacking))
+    if report.ok and not (args.strict and lacking):
         ran = f"{len(report.results)} scenario(s)" if args.replay else f"{report.probes} probe scenario(s)"
         drawn = f" and {report.search.scenarios} drawn scenario(s)" if report.search else ""
-        print(f"all {checks} checks passed on {ran}{drawn} in {elapsed:.1f} s")
+        judged = checks - sum(len(r.unsupported) for r in report.results)
+        print(f"{name}: all {judged} judged checks passed on {ran}{drawn} in {elapsed:.1f} s")
         return 0
     print("\n".join(report.failure_lines()))
-    failed = [r for r in report.results if r.failed]
-    print(f"{len(failed)} of {scenarios} scenario(s) DISAGREE; failing checks: {', '.join(sorted(report.caught_by))}")
-    if not args.replay:
-        print(f"first replay: {replay_command(failed[0].scenario, args.optimizer)}")
-    return 1
+    disagree, crashed = report.disagreements, report.crashes
+    if disagree:
+        print(
+            f"{name}: {len(disagree)} of {scenarios} scenario(s) DISAGREE; "
+            f"failing checks: {', '.join(sorted(report.caught_by))}"
+        )
+    if crashed:
+        print(f"{name}: could not run on {len(crashed)} of {scenarios} scenario(s) (it raised; nothing compared)")
+    if not args.replay and (disagree or crashed):
+        print(f"first replay: {replay_command((disagree or crashed)[0].scenario, args.optimizer)}")
+    if disagree or (args.strict and lacking and not crashed):
+        return 1
+    return 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -164,9 +190,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     cmd.add_argument(
         "--optimizer",
-        default=DEFAULT_CANDIDATE,
-        metavar="MODULE:CLASS",
-        help=f"the class under test: RMSprop's constructor, Lucid's Optimizer interface (default {DEFAULT_CANDIDATE})",
+        default=chosen_candidate(),
+        metavar="MODULE:ATTR",
+        help="the RMSprop under test: a torch.optim.Optimizer subclass, a class with Lucid's Optimizer interface, "
+        f"an optax function (optax:rmsprop) or an adapter (default ${CANDIDATE_SETTING}, else {chosen_candidate()})",
+    )
+    cmd.add_argument(
+        "--strict",
+        action="store_true",
+        help="cases the candidate does not support (maximize, complex, a dtype, per-group hyperparameters) fail",
     )
     cmd.add_argument("--replay", metavar="ID", help="run exactly the scenario with this id (printed by a failure)")
     cmd.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="the cases' device (default cpu)")

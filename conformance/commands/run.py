@@ -10,8 +10,10 @@ have room for the reports.
 
 Exit status: 0 when every case stays within the derived bounds, 1 when a
 case leaves one (the candidate disagrees with torch), 2 for bad usage (an
-unusable ``--out``, settings that cannot be measured, an unimportable
-candidate), 3 when the candidate raised while being measured, 130 on Ctrl-C.
+unusable ``--out``, settings that cannot be measured, a malformed or
+unimportable ``--optimizer`` path), 3 when the candidate could not run (it
+raised on import or while being measured, or lacks a required method), 130 on
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import dataclasses
 import sys
 import time
 
-from conformance.candidates import DEFAULT_CANDIDATE
+from conformance.candidate import CANDIDATE_SETTING, chosen_candidate
 from conformance.report.cases import FULL, QUICK, Shard, build_cases, check_settings, parse_shard
 
 __all__ = ["EXTRA", "register"]
@@ -70,8 +72,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     # The heavy imports (torch, the harness) come after the cheap checks and before --out is touched.
     import conformance.report.measure  # noqa: F401 - imports torch: fail on a missing one now
-    from conformance.candidates import load_candidate
-    from conformance.report.document import CandidateError, run_drift
+    from conformance.candidate import CandidateError, CandidateSpecError, resolve
+    from conformance.report.document import run_drift
     from conformance.report.markdown import summary_table
     from conformance.report.output import OutputError, reserve_size, stage_reports
 
@@ -82,10 +84,13 @@ def _run(args: argparse.Namespace) -> int:
             print("error: --device cuda requested but torch.cuda.is_available() is False", file=sys.stderr)
             return 2
     try:
-        optimizer_class = load_candidate(args.optimizer)
-    except (ImportError, TypeError, ValueError) as err:
+        candidate = resolve(args.optimizer)
+    except CandidateSpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except CandidateError as err:
+        print(f"error: the candidate could not run: {err}; nothing was written", file=sys.stderr)
+        return 3
     total = len(build_cases(settings))
     count = total if args.shard is None else len(args.shard.select(build_cases(settings)))
     try:
@@ -95,15 +100,13 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     with staged:
         print(
-            f"drift run of {args.optimizer}: {count} of {total} cases "
+            f"drift run of {candidate.name} {candidate.version}: {count} of {total} cases "
             f"({settings.steps} steps x {settings.size} elements each)",
             file=sys.stderr,
         )
         start = time.perf_counter()
         try:
-            result = run_drift(
-                settings, optimizer_class, args.optimizer, shard=args.shard, progress=not args.no_progress
-            )
+            result = run_drift(settings, candidate, args.optimizer, shard=args.shard, progress=not args.no_progress)
         except CandidateError as err:
             print(f"error: the candidate could not run: {err}; nothing was written", file=sys.stderr)
             return 3
@@ -142,9 +145,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--optimizer",
-        default=DEFAULT_CANDIDATE,
-        metavar="MODULE:CLASS",
-        help=f"the optimizer under test (default {DEFAULT_CANDIDATE}; "
+        default=chosen_candidate(),
+        metavar="MODULE:ATTR",
+        help=f"the RMSprop under test, as for check (default ${CANDIDATE_SETTING}, else {chosen_candidate()}; "
         "e.g. conformance.examples.textbook:TextbookRMSprop)",
     )
     run.add_argument(

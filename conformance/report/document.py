@@ -5,19 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from conformance.candidate import Adapter, CandidateError
 from conformance.report.cases import Settings, Shard, build_cases
 from conformance.report.schema import SCHEMA_NAME, SCHEMA_VERSION, environment
 
-__all__ = ["CandidateError", "merge_results", "run_drift"]
-
-
-class CandidateError(RuntimeError):
-    """The candidate raised while a case was measured (``run`` exits 3: the candidate could not run)."""
+__all__ = ["merge_results", "run_drift"]
 
 
 def run_drift(
     settings: Settings,
-    optimizer_class: type,
+    adapter: Adapter,
     candidate: str,
     *,
     shard: Shard | None = None,
@@ -29,10 +26,10 @@ def run_drift(
     ----------
     settings : Settings
         What to measure.
-    optimizer_class : type
-        The Lucid-interface optimizer under test.
+    adapter : Adapter
+        The candidate under test (:func:`conformance.candidate.resolve`).
     candidate : str
-        Its ``module:Class`` name, recorded in the result.
+        Its ``module:attr`` spelling, recorded in the result.
     shard : Shard, optional
         Measure only this deterministic slice of the cases.
     progress : bool
@@ -58,7 +55,7 @@ def run_drift(
     records = []
     for case in iterator:
         try:
-            records.append(measure_case(case, settings, optimizer_class))
+            records.append(measure_case(case, settings, adapter))
         except Exception as err:
             raise CandidateError(f"measuring {case.id} raised {type(err).__name__}: {err}") from err
     return {

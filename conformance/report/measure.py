@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from conformance.candidate import Adapter
 from conformance.compare import LOCKSTEP_BOUND
 from conformance.freerun import FREE_RUN_BOUND, run_free
 from conformance.lockstep import LockstepResult
@@ -81,24 +82,24 @@ def _inputs(case: Case, settings: Settings) -> tuple[NDArray[Any], list[NDArray[
     return param0, grads
 
 
-def _lockstep(case: Case, settings: Settings, optimizer_class: type) -> dict[str, Any]:
-    """Step from torch's state every step; per element: Lucid-torch and each side-oracle distances."""
+def _lockstep(case: Case, settings: Settings, candidate: Adapter) -> dict[str, Any]:
+    """Step from torch's state every step; per element: candidate-torch and each side-oracle distances."""
     hyper = case.config.hyper(lr=settings.lr, alpha=settings.alpha, eps=settings.eps)
     param0, grads = _inputs(case, settings)
-    pair = LockstepPair([param0], hyper, case.foreach, optimizer_class=optimizer_class, device=case.device)
+    pair = LockstepPair([param0], hyper, case.foreach, candidate=candidate, device=case.device)
     summary = LockstepResult()
-    between, lucid_exact, torch_exact = [], [], []
+    between, candidate_exact, torch_exact = [], [], []
     for step, grad in enumerate(grads):
-        pair.sync_lucid_to_torch()
+        pair.sync_candidate_to_torch()
         (record,) = pair.step([grad])
         summary.absorb(step, hyper, record)
         exact = oracle_step(hyper, record.param0, grad, record.torch_state0)
         with np.errstate(all="ignore"):
             magnitude = np.maximum(exact.param_terms, np.abs(exact.param))
-        between.append(ulp_error(record.lucid_param, record.torch_param, magnitude))
-        lucid_exact.append(ulp_error(record.lucid_param, exact.param, magnitude))
+        between.append(ulp_error(record.candidate_param, record.torch_param, magnitude))
+        candidate_exact.append(ulp_error(record.candidate_param, exact.param, magnitude))
         torch_exact.append(ulp_error(record.torch_param, exact.param, magnitude))
-    lt, lo, to = (np.concatenate(x) for x in (between, lucid_exact, torch_exact))
+    lt, lo, to = (np.concatenate(x) for x in (between, candidate_exact, torch_exact))
     return {
         "elements": summary.elements,
         "bitwise_equal": summary.bitwise_equal,
@@ -117,14 +118,12 @@ def _lockstep(case: Case, settings: Settings, optimizer_class: type) -> dict[str
     }
 
 
-def _free_run(case: Case, settings: Settings, optimizer_class: type) -> dict[str, Any]:
+def _free_run(case: Case, settings: Settings, candidate: Adapter) -> dict[str, Any]:
     """Run both sides through the whole stream without re-syncing."""
     hyper = case.config.hyper(lr=settings.lr, alpha=settings.alpha, eps=settings.eps)
     param0, grads = _inputs(case, settings)
     options = {} if case.device == "cpu" else {"device": case.device}
-    result = run_free(
-        [param0], hyper, ([g] for g in grads), foreach=case.foreach, optimizer_class=optimizer_class, **options
-    )
+    result = run_free([param0], hyper, ([g] for g in grads), foreach=case.foreach, candidate=candidate, **options)
     return {
         "final_relative_error": rounded(result.relative[-1]) if result.relative else 0.0,
         "max_normalised_error": rounded(result.max_normalised),
@@ -135,7 +134,7 @@ def _free_run(case: Case, settings: Settings, optimizer_class: type) -> dict[str
     }
 
 
-def measure_case(case: Case, settings: Settings, optimizer_class: type) -> dict[str, Any]:
+def measure_case(case: Case, settings: Settings, candidate: Adapter) -> dict[str, Any]:
     """Measure ``case`` and return its JSON record (see ``drift.schema.json``)."""
     return {
         "id": case.id,
@@ -151,6 +150,6 @@ def measure_case(case: Case, settings: Settings, optimizer_class: type) -> dict[
         "foreach": case.foreach,
         "device": case.device,
         "seed": case.seed,
-        "lockstep": _lockstep(case, settings, optimizer_class),
-        "free_run": _free_run(case, settings, optimizer_class),
+        "lockstep": _lockstep(case, settings, candidate),
+        "free_run": _free_run(case, settings, candidate),
     }

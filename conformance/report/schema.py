@@ -61,13 +61,14 @@ def environment(devices: tuple[str, ...] = ("cpu",)) -> dict[str, Any]:
     """Return what explains a number: versions, CPU model and SIMD capability, device names."""
     import torch
 
-    import lucid
+    from conformance.candidate import distribution_version
 
     names = {}
     for device in devices:
         names[device] = torch.cuda.get_device_name(device) if device.startswith("cuda") else _cpu_model()
     return {
-        "lucid": lucid.__version__,
+        # The harness's own version, from its distribution's metadata (a module named ``lucid`` may be another's).
+        "lucid": distribution_version("conformance"),
         "numpy": np.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),

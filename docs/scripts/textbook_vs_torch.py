@@ -54,12 +54,12 @@ def measure(dtype: type, scale: float, seed: int) -> tuple[float, float, float]:
     torch_update = -p.detach().numpy().astype(np.float64)  # exact: the parameter started at 0
     v1 = opt.state[p]["square_avg"].numpy()
 
-    lucid_param, lucid_v = np.zeros(SIZE, dtype), v0.copy()
+    candidate_param, lucid_v = np.zeros(SIZE, dtype), v0.copy()
     rmsprop_update(
-        lucid_param, g, lucid_v, None, None,
+        candidate_param, g, lucid_v, None, None,
         lr=LR, alpha=ALPHA, eps=EPS, weight_decay=0.0, momentum=0.0, centered=False, maximize=False,
     )  # fmt: skip
-    lucid_update = -lucid_param.astype(np.float64)
+    lucid_update = -candidate_param.astype(np.float64)
 
     textbook = (dtype(LR) * g / np.sqrt(v1 + dtype(EPS))).astype(np.float64)
     return (

@@ -13,3 +13,45 @@ class DiesInStep(RMSprop):
 
     def step(self, closure: Any = None) -> Any:
         os._exit(70)
+
+
+class RaisesOnZeroD(RMSprop):
+    """Lucid's RMSprop, except that ``step`` raises IndexError when a parameter is 0-d (as lucid-dl 2.x did)."""
+
+    def step(self, closure: Any = None) -> Any:
+        if any(p.data.ndim == 0 for group in self.param_groups for p in group["params"]):
+            raise IndexError("tuple index out of range")
+        return super().step(closure)
+
+
+class NoZeroGrad:
+    """A class with ``step``, ``state_dict`` and ``load_state_dict`` but no ``zero_grad``: not an optimizer."""
+
+    def __init__(self, params: Any, **hypers: Any) -> None:
+        self.params = list(params)
+
+    def step(self) -> None:
+        """Do nothing."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return nothing."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take nothing."""
+
+
+class WithoutMaximize(RMSprop):
+    """Lucid's RMSprop with a constructor that has no ``maximize`` (an optional feature it lacks)."""
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ) -> None:
+        super().__init__(params, lr, alpha, eps, weight_decay, momentum, centered)

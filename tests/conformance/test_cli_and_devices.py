@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conformance.candidates import load_candidate
+from conformance.candidate import resolve
 from conformance.matrix import cases
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def test_honest_lucid_exits_zero() -> None:
     done = _run("-m", "conformance", "check", "--cases", CASE, "--budget", "5")
     assert done.returncode == 0, done.stdout + done.stderr
-    drawn = re.search(r"all \d+ checks passed on \d+ probe scenario\(s\) and (\d+) drawn scenario", done.stdout)
+    drawn = re.search(r"all \d+ judged checks passed on \d+ probe scenario\(s\) and (\d+) drawn scenario", done.stdout)
     assert drawn and int(drawn.group(1)) > 0, done.stdout
 
 
@@ -42,7 +42,7 @@ def test_mutant_exits_nonzero_naming_the_check_and_the_replay_replays_it() -> No
     done = _run("-m", "conformance", "check", "--optimizer", mutant, "--cases", CASE, "--budget", "10")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAIL lockstep" in done.stdout
-    assert re.search(r"Lucid [\d.e+-]+ ULP from exact, torch [\d.e+-]+", done.stdout)  # the oracle's verdict
+    assert re.search(r"candidate [\d.e+-]+ ULP from exact, torch [\d.e+-]+", done.stdout)  # the oracle's verdict
     replay = re.search(r"first replay: python -m conformance (check --replay \S+ --optimizer \S+)", done.stdout)
     assert replay, done.stdout
     again = _run("-m", "conformance", *replay.group(1).split())
@@ -57,7 +57,7 @@ def test_mutant_exits_nonzero_naming_the_check_and_the_replay_replays_it() -> No
     ("args", "message"),
     [
         (["--optimizer", "no_such_module:X"], "cannot import candidate module 'no_such_module'"),
-        (["--optimizer", "lucid.optim"], "package.module:Class"),
+        (["--optimizer", "lucid.optim"], "package.module:attr"),
         (["--replay", "v1-garbage"], "corrupt scenario id 'v1-garbage'"),
     ],
 )
@@ -69,7 +69,7 @@ def test_bad_usage_exits_two_with_the_reason(args: list[str], message: str) -> N
 def test_load_candidate_finds_mutants_by_path() -> None:
     import mutants
 
-    assert load_candidate("mutants:OneUlpBias") is mutants.OneUlpBias
+    assert resolve("mutants:OneUlpBias").optimizer_class is mutants.OneUlpBias
 
 
 def _pytest_cuda_case(*extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,7 @@ CATALOGUE: dict[type, tuple[str, str]] = {
     mutants.DecoupledWeightDecay: ("lockstep", "c0-m0-wd1-max0"),
     mutants.MomentumNotSaved: ("state_dict", "c0-m1-wd0-max0"),
     mutants.StepNotIncremented: ("state_dict", "c0-m0-wd0-max0"),
-    mutants.LoadForgetsSquareAvg: ("torch_to_lucid", "c0-m0-wd0-max0"),
+    mutants.LoadForgetsSquareAvg: ("torch_to_candidate", "c0-m0-wd0-max0"),
     mutants.KeptAsFloat64: ("dtype", "c0-m0-wd0-max0-float32"),
     # A one-ULP bias per step is below every max-ULP bound; only the sign test sees it.
     mutants.OneUlpBias: ("sign", "c1-m1-wd1-max1-float32"),

@@ -32,8 +32,8 @@ CATALOGUE: dict[type, tuple[str, str]] = {
     mutants_hypers.MomentumFrozen: ("lockstep", "c0-m1-wd0-max0-float32"),
     mutants_hypers.WeightDecayFrozen: ("lockstep", "c0-m0-wd1-max0-float32"),
     mutants_hypers.StaleHypersInStateDict: ("state_dict", "c0-m0-wd0-max0-float32"),
-    mutants_hypers.LoadKeepsOwnHypers: ("torch_to_lucid", "c0-m0-wd0-max0-float32"),
-    mutants_hypers.LoadByStateOrder: ("torch_to_lucid", "c0-m0-wd0-max0-float32"),
+    mutants_hypers.LoadKeepsOwnHypers: ("torch_to_candidate", "c0-m0-wd0-max0-float32"),
+    mutants_hypers.LoadByStateOrder: ("torch_to_candidate", "c0-m0-wd0-max0-float32"),
     mutants_hypers.LoadIndexAsPosition: ("reordered_load", "c0-m0-wd0-max0-float32"),
 }
 

@@ -38,7 +38,7 @@ CATALOGUE: dict[type, tuple[str, str]] = {
     mutants_tensors.StateKeyedByShape: ("lockstep", _PLAIN),
     # Two parameters get their first gradient after the hand-over at step 6.
     mutants_tensors.EagerState: ("state_dict", _PLAIN),
-    mutants_tensors.LexicographicStateOrder: ("torch_to_lucid", _PLAIN),
+    mutants_tensors.LexicographicStateOrder: ("torch_to_candidate", _PLAIN),
     mutants_tensors.ComplexAsMagnitude: ("lockstep", "c0-m0-wd0-max0-complex64-cpu-foreach0"),
     mutants_tensors.ComplexRefused: ("lockstep", "c0-m0-wd0-max0-complex128-cpu-foreach0"),
     mutants_tensors.EmptyGradCrashes: ("lockstep", _PLAIN),

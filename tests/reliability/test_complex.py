@@ -43,9 +43,9 @@ def real_record(record: StepRecord) -> StepRecord:
         grad=as_pairs(record.grad),
         torch_state0={k: as_pairs(v) for k, v in record.torch_state0.items()},
         torch_param=as_pairs(record.torch_param),
-        lucid_param=as_pairs(record.lucid_param),
+        candidate_param=as_pairs(record.candidate_param),
         torch_state={k: as_pairs(v) for k, v in record.torch_state.items()},
-        lucid_state={k: as_pairs(v) for k, v in record.lucid_state.items()},
+        candidate_state={k: as_pairs(v) for k, v in record.candidate_state.items()},
     )
 
 
@@ -66,7 +66,7 @@ def test_complex_lockstep_agrees_with_torch(config: FlagConfig, dtype: Any, reco
         rng = np.random.default_rng(seed)
         pair = LockstepPair([complex_draw(rng, dtype, 1.0)], hyper, foreach=False)
         for step in range(STEPS):
-            pair.sync_lucid_to_torch()
+            pair.sync_candidate_to_torch()
             for record in pair.step([complex_draw(rng, dtype, scale)]):
                 result.absorb(step, hyper, real_record(record))
     assert result.passed(LOCKSTEP_BOUND), (result.worst, result.nonfinite_mismatches, result.dtype_errors)

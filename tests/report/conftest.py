@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conformance.candidates import load_candidate
+from conformance.candidate import resolve
 from conformance.report.cases import QUICK, Settings
 from conformance.report.document import run_drift
 
@@ -22,7 +22,7 @@ TEXTBOOK = "conformance.examples.textbook:TextbookRMSprop"
 
 
 def tiny_run(candidate: str = LUCID, settings: Settings = TINY, **kwargs: Any) -> dict[str, Any]:
-    return run_drift(settings, load_candidate(candidate), candidate, progress=False, **kwargs)
+    return run_drift(settings, resolve(candidate), candidate, progress=False, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,7 @@ def test_run_writes_all_three_reports_and_prints_the_table(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("spec", "message"),
-    [("no_such_module:X", "cannot import candidate module 'no_such_module'"), ("lucid.optim", "module:Class")],
+    [("no_such_module:X", "cannot import candidate module 'no_such_module'"), ("lucid.optim", "module:attr")],
 )
 def test_run_refuses_a_bad_candidate_by_name(tmp_path, capsys, spec, message):
     assert main(["run", *TINY_FLAGS, "--out", str(tmp_path), "--optimizer", spec]) == 2
