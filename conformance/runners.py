@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from conformance.adapters.objects import BUFFERS
+from conformance.adapters.objects import state_buffers
 from conformance.candidate import DEFAULT_CANDIDATE, Adapter, CandidateError, Group, resolve
 from conformance.compare import Hyper
 from conformance.streams import as_real, copy_layout
@@ -23,7 +23,7 @@ from conformance.streams import as_real, copy_layout
 if TYPE_CHECKING:
     from conformance.scenario import HyperChange
 
-__all__ = ["BUFFERS", "CandidateStepError", "LockstepPair", "StepRecord"]
+__all__ = ["CandidateStepError", "LockstepPair", "StepRecord"]
 
 
 class CandidateStepError(CandidateError):
@@ -54,17 +54,8 @@ class StepRecord:
 
 
 def _real_buffers(state: dict[str, Any]) -> dict[str, NDArray[Any]]:
-    """:func:`_buffers` with complex buffers as their real pairs (for a :class:`StepRecord`)."""
-    return {key: as_real(value) for key, value in _buffers(state).items()}
-
-
-def _buffers(state: dict[str, Any]) -> dict[str, NDArray[Any]]:
-    out = {}
-    for key in BUFFERS:
-        if key in state:
-            value = state[key]
-            out[key] = value.detach().cpu().numpy().copy() if isinstance(value, torch.Tensor) else np.array(value)
-    return out
+    """Return copies of torch's buffers, complex ones as their real pairs (for a :class:`StepRecord`)."""
+    return {key: as_real(value.copy()) for key, value in state_buffers(state).items()}
 
 
 class LockstepPair:
@@ -247,7 +238,7 @@ class LockstepPair:
                 self.candidate.write,
                 i,
                 tp.detach().cpu().numpy(),
-                _buffers(tstate),
+                state_buffers(tstate),
                 step,
             )
 
@@ -286,9 +277,9 @@ class LockstepPair:
         self.torch_opt.step()
         self._call(f"at step {self.steps_taken}", self.candidate.step, list(grads))
         self.steps_taken += 1
-        for i, (rec, tp) in enumerate(zip(records, self.torch_params)):
+        for i, (rec, tp, value) in enumerate(zip(records, self.torch_params, self.candidate_values())):
             rec.torch_param = as_real(tp.detach().cpu().numpy().copy())
-            rec.candidate_param = as_real(self._call("reading its parameters", self.candidate.param, i))
+            rec.candidate_param = as_real(value)
             rec.torch_state = _real_buffers(self.torch_opt.state.get(tp, {}))
             rec.candidate_state = {
                 k: as_real(v) for k, v in self._call("reading its buffers", self.candidate.buffers, i).items()

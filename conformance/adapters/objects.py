@@ -25,10 +25,24 @@ from conformance import statedict
 from conformance.candidate import REQUIRED_ATTRIBUTES, CandidateError, Group, Support, distribution_version
 from conformance.streams import copy_layout
 
-__all__ = ["BUFFERS", "Library", "ObjectAdapter", "ObjectCandidate", "is_torch_optimizer"]
+__all__ = ["BUFFERS", "Library", "ObjectAdapter", "ObjectCandidate", "is_torch_optimizer", "state_buffers"]
 
 #: The per-parameter state arrays of RMSprop, by torch's names.
 BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")
+
+
+def state_buffers(state: dict[str, Any]) -> dict[str, NDArray[Any]]:
+    """Return the buffers in one parameter's ``opt.state[p]`` by torch's names, as ndarrays.
+
+    A CPU tensor or an ndarray is returned as a view of the optimizer's own
+    memory; a CUDA tensor as a host copy.
+    """
+    out = {}
+    for key in BUFFERS:
+        if key in state:
+            value = state[key]
+            out[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    return out
 
 
 def is_torch_optimizer(cls: object) -> bool:
@@ -56,10 +70,8 @@ class Library:
         self.device = device if self.torch else "cpu"
 
     def cls(self, *args: Any, **kwargs: Any) -> Any:
-        """Build the optimizer; ``maximize`` is passed only when on (many optimizers lack it: it is optional)."""
-        if "maximize" in kwargs and not kwargs["maximize"]:
-            del kwargs["maximize"]
-        return self.optimizer_class(*args, **kwargs)
+        """Build the optimizer, with ``maximize`` passed only when on (:func:`_optional_off`)."""
+        return self.optimizer_class(*args, **_optional_off(kwargs))
 
     def param(self, values: NDArray[Any]) -> Any:
         """Return a new parameter holding a copy of ``values``."""
@@ -119,14 +131,8 @@ class Library:
         return p.detach().cpu().numpy().copy() if self.torch else np.array(p.data, copy=True)
 
     def buffers(self, opt: Any, p: Any) -> dict[str, NDArray[Any]]:
-        """``p``'s state buffers by torch's names, as views of the optimizer's own arrays."""
-        state = opt.state.get(p) or {}
-        out = {}
-        for key in BUFFERS:
-            if key in state:
-                value = state[key]
-                out[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        return out
+        """``p``'s state buffers by torch's names, as views of the optimizer's own arrays (host copies on CUDA)."""
+        return state_buffers(opt.state.get(p) or {})
 
     def step_count(self, opt: Any, p: Any) -> float | None:
         """``p``'s step counter, or None without state."""
@@ -161,7 +167,7 @@ class ObjectCandidate:
             # One group: the plain ``cls(params, **hypers)`` a simple optimizer is written for.
             self.opt = self.library.cls(self.params, **groups[0].hyper.kwargs())
         else:
-            dicts = [{"params": [self.params[i] for i in g.params], **_kwargs(g)} for g in groups]
+            dicts = [{"params": [self.params[i] for i in g.params], **_optional_off(g.hyper.kwargs())} for g in groups]
             self.opt = self.library.cls(dicts, **groups[0].hyper.kwargs())
 
     def step(self, grads: Sequence[NDArray[Any] | None]) -> None:
@@ -205,12 +211,9 @@ class ObjectCandidate:
         self.library.load(self.opt, state_dict)
 
 
-def _kwargs(group: Group) -> dict[str, Any]:
-    """Return the constructor's keywords for a group: ``maximize`` only when on (many optimizers lack it)."""
-    kwargs = group.hyper.kwargs()
-    if not kwargs.get("maximize"):
-        kwargs.pop("maximize", None)
-    return kwargs
+def _optional_off(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Return ``kwargs`` without ``maximize`` where it is off: it is optional, and many optimizers lack it."""
+    return {k: v for k, v in kwargs.items() if k != "maximize" or v}
 
 
 def _takes(cls: type, name: str) -> bool:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import jax
@@ -78,15 +79,27 @@ def _transform(factory: Callable[..., Any], options: tuple[tuple[str, Any], ...]
         decayed = optax.inject_hyperparams(optax.add_decayed_weights, hyperparam_dtype=np.dtype(dtype))
         return optax.chain(decayed(weight_decay=weight_decay), rms)
 
-    def update(grads: Any, state: Any, params: Any, *hypers: float) -> Any:
-        tx = build(*hypers)
-        updates, new_state = tx.update(grads, state, params)
+    def update(grads: Any, state: Any, params: Any) -> Any:
+        # inject_hyperparams' update reads every number from the state (set by _inject); the values
+        # given here only shape the transformation.
+        updates, new_state = build(**dict.fromkeys(_injected(Hyper()), 0.0)).update(grads, state, params)
         return optax.apply_updates(params, updates), new_state
 
-    def init(params: Any, *hypers: float) -> Any:
-        return build(*hypers).init(params)
+    def init(params: Any, hyper: Hyper) -> Any:
+        return build(**_injected(hyper)).init(params)
 
     return jax.jit(update), init
+
+
+def _injected(h: Hyper) -> dict[str, float]:
+    """Return a group's hyperparameters under optax's names (``rmsprop``'s and ``add_decayed_weights``')."""
+    return {
+        "learning_rate": h.lr,
+        "decay": h.alpha,
+        "eps": h.eps,
+        "momentum": h.momentum,
+        "weight_decay": h.weight_decay,
+    }
 
 
 def _get(state: Any, name: str) -> Any:
@@ -174,13 +187,9 @@ class OptaxCandidate:
         h = self.hypers[k]
         return (h.centered, h.momentum > 0, h.weight_decay != 0, self.dtype.name)
 
-    @staticmethod
-    def _numbers(h: Hyper) -> tuple[float, ...]:
-        return (h.lr, h.alpha, h.eps, h.momentum, h.weight_decay)
-
     def _init(self, k: int) -> Any:
         _, init = _transform(self.factory, self.options, self._structure(k))
-        return init([self.params[i] for i in self.groups[k]], *self._numbers(self.hypers[k]))
+        return init([self.params[i] for i in self.groups[k]], self.hypers[k])
 
     def _where(self, index: int) -> tuple[int, int]:
         for k, members in enumerate(self.groups):
@@ -197,10 +206,8 @@ class OptaxCandidate:
             params = [self.params[i] for i in members]
             zero = [np.zeros_like(np.asarray(p)) for p in params]
             g = [z if grads[i] is None else np.asarray(grads[i]) for i, z in zip(members, zero)]
-            h = self.hypers[k]
-            numbers = {"learning_rate": h.lr, "decay": h.alpha, "eps": h.eps, "momentum": h.momentum}
-            state = _inject(self.states[k], {**numbers, "weight_decay": h.weight_decay})
-            new_params, new_state = update(g, state, params, *self._numbers(h))
+            state = _inject(self.states[k], _injected(self.hypers[k]))
+            new_params, new_state = update(g, state, params)
             skipped = [j for j, i in enumerate(members) if grads[i] is None]
             for name in _FIELDS.values():
                 new, old = _get(new_state, name), _get(self.states[k], name)
@@ -253,8 +260,6 @@ class OptaxCandidate:
 
     def set_hyper(self, group: int, name: str, value: float) -> None:
         """Change a hyperparameter of one group between steps (the injected value; state kept)."""
-        from dataclasses import replace
-
         before = self._structure(group)
         self.hypers[group] = replace(self.hypers[group], **{name: value})
         if self._structure(group) != before:

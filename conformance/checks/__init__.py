@@ -68,6 +68,18 @@ _FAMILY_RUNNERS = {
 }
 
 
+def _lacking(adapter: Adapter, scenario: Scenario, family: str) -> str:
+    """Return what ``family`` on ``scenario`` needs that the candidate does not support (empty: nothing)."""
+    lacking = ", ".join(adapter.supports.missing(scenario.dtype, scenario.hypers))
+    if lacking or family != "contract":
+        return lacking
+    if not adapter.supports.object_api:
+        return "an optimizer object with torch's API (zero_grad, step(closure), param_groups)"
+    if not adapter.supports.maximize:
+        return "maximize=True (the contract items step with it)"
+    return ""
+
+
 def run_checks(scenario: Scenario, candidate: Adapter | type | str | None = None) -> list[CheckOutcome]:
     """Run every check family ``scenario.checks`` names against ``candidate`` (default Lucid's RMSprop).
 
@@ -86,20 +98,9 @@ def run_checks(scenario: Scenario, candidate: Adapter | type | str | None = None
     if unknown:
         raise ValueError(f"unknown check families {unknown}; expected some of {list(FAMILIES)}")
     adapter = resolve(candidate if candidate is not None else DEFAULT_CANDIDATE)
-    lacking = ", ".join(adapter.supports.missing(scenario.dtype, scenario.hypers))
     outcomes: list[CheckOutcome] = []
     for family in scenario.checks:
-        if family == "contract" and not lacking and not (adapter.supports.object_api and adapter.supports.maximize):
-            why = (
-                "an optimizer object with torch's API (zero_grad, step(closure), param_groups)"
-                if not adapter.supports.object_api
-                else "maximize=True (the contract items step with it)"
-            )
-            outcomes += [
-                CheckOutcome(name, True, f"not supported by {adapter.name}", unsupported=why)
-                for name in FAMILIES[family]
-            ]
-            continue
+        lacking = _lacking(adapter, scenario, family)
         if lacking:
             outcomes += [
                 CheckOutcome(name, True, f"not supported by {adapter.name}: {lacking}", unsupported=lacking)

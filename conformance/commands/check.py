@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from conformance.candidate import CandidateError, CandidateSpecError, resolve
     from conformance.checks import DeviceUnavailableError, require_device, run_checks
-    from conformance.harness import CandidateReport, ScenarioResult, check_candidate, replay_command, usable_cpus
+    from conformance.harness import CandidateReport, ScenarioResult, check_candidate, usable_cpus
     from conformance.matrix import describe_no_match, select_cases
     from conformance.scenario import Scenario
 
@@ -138,11 +138,13 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: the candidate could not run: {err}", file=sys.stderr)
             return 3
         report.spec = args.optimizer
-    return _verdict(args, report, candidate.name, time.perf_counter() - started, replay_command)
+    return _verdict(args, report, candidate.name, time.perf_counter() - started)
 
 
-def _verdict(args: argparse.Namespace, report: Any, name: str, elapsed: float, replay_command: Any) -> int:
+def _verdict(args: argparse.Namespace, report: Any, name: str, elapsed: float) -> int:
     """Print the summary and return the exit status: 1 disagreement, 3 crash only, 0 agreement."""
+    from conformance.harness import replay_command
+
     if report.search is not None:
         print(
             f"searched {report.search.scenarios} drawn scenario(s) in {report.search.seconds:.0f} s "
