@@ -128,6 +128,14 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _import_path(adapter: Adapter) -> str | None:
+    """Return ``module:Class`` of an adapter's class, for a replay command (None: no class, or a local one)."""
+    cls = adapter.optimizer_class
+    if cls is None or cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        return None
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def shippable(adapter: Adapter) -> bool:
     """Whether a worker process can rebuild ``adapter`` (its class not in ``__main__``, not a local class)."""
     cls = getattr(adapter, "optimizer_class", None) or type(adapter)
@@ -226,7 +234,7 @@ def check_candidate(
         If a worker process died while running the candidate.
     """
     cls = resolve(optimizer)
-    report = CandidateReport(cls.name, spec=optimizer if isinstance(optimizer, str) else None)
+    report = CandidateReport(cls.name, spec=optimizer if isinstance(optimizer, str) else _import_path(cls))
     chosen = list(selected) if selected is not None else select_cases(case_filter, device)
     search = budget > 0 and not examples
     jobs = max(1, min(jobs, len(chosen)))

@@ -158,3 +158,13 @@ def test_one_setting_chooses_the_candidate_for_the_cli_and_the_suite(monkeypatch
         assert expected in suite.stdout and "WithoutMaximize does not support maximize=True" in suite.stdout, (
             suite.stdout[-2000:]
         )
+
+
+def test_a_class_given_as_an_object_is_replayed_by_its_import_path() -> None:
+    import mutants
+
+    from conformance.harness import check_candidate
+
+    report = check_candidate(mutants.EpsInsideRoot, case_filter="c0-m0-wd0-max0-float32-cpu-foreach0")
+    replays = [line for line in report.failure_lines() if line.startswith("  replay: ")]
+    assert replays and all(line.endswith(" --optimizer mutants:EpsInsideRoot") for line in replays), replays
