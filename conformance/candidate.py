@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,11 +32,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from numpy.typing import NDArray
 
+from conformance.adapters import wire
 from conformance.compare import Hyper
 
 __all__ = [
     "CANDIDATE_SETTING",
     "DEFAULT_CANDIDATE",
+    "PYTHON_SETTING",
     "REQUIRED_ATTRIBUTES",
     "Adapter",
     "Candidate",
@@ -46,6 +47,7 @@ __all__ = [
     "Group",
     "Support",
     "chosen_candidate",
+    "chosen_python",
     "distribution_version",
     "resolve",
 ]
@@ -55,6 +57,10 @@ DEFAULT_CANDIDATE = "lucid.optim:RMSprop"
 
 #: The environment variable that names the candidate (``module:attr``) for the CLI and pytest alike.
 CANDIDATE_SETTING = "CONFORMANCE_CANDIDATE"
+
+#: The environment variable that names the interpreter a candidate runs under, in a worker
+#: process (``--candidate-python``); unset, it runs in the harness's process.
+PYTHON_SETTING = "CONFORMANCE_CANDIDATE_PYTHON"
 
 #: The methods a class needs to be driven through its optimizer object.
 REQUIRED_ATTRIBUTES = ("step", "state_dict", "load_state_dict", "zero_grad")
@@ -173,20 +179,9 @@ class Adapter(Protocol):
         """Build the candidate over copies of ``params0``, grouped by ``groups``, on ``device``."""
 
 
-@functools.cache
-def distribution_version(module_name: str) -> str:
-    """Return the installed version of the distribution that provides ``module_name`` ("unknown" if none says).
-
-    Uses the package metadata (:func:`importlib.metadata.packages_distributions`),
-    never the module's own ``__version__``, which a module may lack.
-    """
-    top = module_name.partition(".")[0]
-    for dist in importlib.metadata.packages_distributions().get(top, []):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "unknown"
+#: The installed version of the distribution that provides a module ("unknown" if none says), from the
+#: package metadata, never the module's own ``__version__`` (:func:`conformance.adapters.wire.distribution_version`).
+distribution_version = functools.cache(wire.distribution_version)
 
 
 def _import(spec: str) -> tuple[str, object]:
@@ -212,8 +207,17 @@ def _import(spec: str) -> tuple[str, object]:
     return module_name, obj
 
 
-def resolve(candidate: str | type | Adapter) -> Adapter:
+def resolve(candidate: str | type | Adapter, python: str | None = None, timeout: float | None = None) -> Adapter:
     """Return the adapter for ``candidate``: an import path ``module:attr``, a class, or an adapter.
+
+    With ``python`` (an interpreter), the candidate runs in a worker process
+    under it (:class:`~conformance.adapters.worker.WorkerAdapter`): ``module:attr``
+    is then imported there, not here, unless it names a
+    :class:`~conformance.adapters.worker.WorkerSpec` of this project
+    (``conformance.adapters.lucid_dl:rmsprop``).  Such a spec given without an
+    interpreter is a usage error that says how to make one.  ``timeout``: the
+    seconds the worker may take to answer one request (default
+    :data:`~conformance.adapters.worker.DEFAULT_TIMEOUT`).
 
     Raises
     ------
@@ -223,11 +227,21 @@ def resolve(candidate: str | type | Adapter) -> Adapter:
         If the candidate's module raised on import, or its class lacks a required method.
     """
     from conformance.adapters.objects import ObjectAdapter
+    from conformance.adapters.worker import WorkerSpec
 
     obj: object = candidate
     where = candidate if isinstance(candidate, str) else None
     if isinstance(candidate, str):
+        if python and not candidate.startswith("conformance."):
+            return _worker(python, candidate, timeout)
         module_name, obj = _import(candidate)
+        if isinstance(obj, WorkerSpec):
+            if not python:
+                raise CandidateSpecError(
+                    f"{candidate} runs in a worker process: give --candidate-python PATH (or ${PYTHON_SETTING}), "
+                    f"an interpreter whose environment has it ({obj.install})"
+                )
+            return _worker(python, obj, timeout)
         if module_name.partition(".")[0] == "optax" and callable(obj) and not isinstance(obj, type):
             from conformance.adapters.optax import OptaxAdapter
 
@@ -242,6 +256,24 @@ def resolve(candidate: str | type | Adapter) -> Adapter:
     )
 
 
+def _worker(python: str, spec: Any, timeout: float | None) -> Adapter:
+    """Return the (one, per interpreter, spec and timeout) worker adapter: the pairs built from it share its process."""
+    from conformance.adapters.worker import DEFAULT_TIMEOUT, WorkerAdapter
+
+    key = (python, spec, timeout or DEFAULT_TIMEOUT)
+    if key not in _WORKERS:
+        _WORKERS[key] = WorkerAdapter(*key)
+    return _WORKERS[key]
+
+
+_WORKERS: dict[tuple[str, Any, float], Adapter] = {}
+
+
 def chosen_candidate() -> str:
     """Return the candidate the setting :data:`CANDIDATE_SETTING` names (default :data:`DEFAULT_CANDIDATE`)."""
     return os.environ.get(CANDIDATE_SETTING, "").strip() or DEFAULT_CANDIDATE
+
+
+def chosen_python() -> str | None:
+    """Return the worker interpreter the setting :data:`PYTHON_SETTING` names (None: the candidate runs here)."""
+    return os.environ.get(PYTHON_SETTING, "").strip() or None

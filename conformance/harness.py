@@ -40,9 +40,15 @@ __all__ = [
 ]
 
 
-def replay_command(scenario: Scenario, optimizer: str | None = None) -> str:
-    """Return the shell command that runs exactly ``scenario`` again (against ``optimizer``, a ``module:attr``)."""
+def replay_command(scenario: Scenario, optimizer: str | None = None, python: str | None = None) -> str:
+    """Return the shell command that runs exactly ``scenario`` again.
+
+    Against ``optimizer`` (a ``module:attr``; None: the default candidate), in a
+    worker under ``python`` where one is given.
+    """
     extra = "" if optimizer in (None, DEFAULT_CANDIDATE) else f" --optimizer {shlex.quote(optimizer)}"
+    if python:
+        extra += f" --candidate-python {shlex.quote(python)}"
     return f"python -m conformance check --replay {scenario.to_id()}{extra}"
 
 
@@ -80,6 +86,8 @@ class CandidateReport:
 
     #: The ``module:attr`` the candidate was given as (for the replay commands; None: given as an object).
     spec: str | None = None
+    #: The interpreter of the worker the candidate ran in (None: this process).
+    python: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -116,7 +124,7 @@ class CandidateReport:
             if r.failed:
                 lines.append(f"{r.scenario.case} [{r.scenario.label or 'example'}]")
                 lines += [f"  {o}" for o in r.failed]
-                lines.append(f"  replay: {replay_command(r.scenario, self.spec)}")
+                lines.append(f"  replay: {replay_command(r.scenario, self.spec, self.python)}")
         return lines
 
 
@@ -234,7 +242,11 @@ def check_candidate(
         If a worker process died while running the candidate.
     """
     cls = resolve(optimizer)
-    report = CandidateReport(cls.name, spec=optimizer if isinstance(optimizer, str) else _import_path(cls))
+    report = CandidateReport(
+        cls.name,
+        spec=optimizer if isinstance(optimizer, str) else _import_path(cls),
+        python=getattr(cls, "python", None),
+    )
     chosen = list(selected) if selected is not None else select_cases(case_filter, device)
     search = budget > 0 and not examples
     jobs = max(1, min(jobs, len(chosen)))

@@ -156,8 +156,9 @@ class LockstepPair:
         try:
             return method(*args)
         except Exception as err:
+            kind = getattr(err, "remote_type", type(err).__name__)  # a worker's exception: the candidate's own type
             raise CandidateStepError(
-                f"{self.adapter.name} raised {type(err).__name__} {what}: {err} (parameters {self.describe_params()})"
+                f"{self.adapter.name} raised {kind} {what}: {err} (parameters {self.describe_params()})"
             ) from err
 
     def _torch_lr(self, lr: float) -> Any:

@@ -12,7 +12,6 @@ it too, so both reach a candidate the same way.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from numpy.typing import NDArray
 
 import lucid
 from conformance import statedict
+from conformance.adapters.wire import optional_off, takes_keyword
 from conformance.candidate import REQUIRED_ATTRIBUTES, CandidateError, Group, Support, distribution_version
 from conformance.streams import copy_layout
 
@@ -70,8 +70,8 @@ class Library:
         self.device = device if self.torch else "cpu"
 
     def cls(self, *args: Any, **kwargs: Any) -> Any:
-        """Build the optimizer, with ``maximize`` passed only when on (:func:`_optional_off`)."""
-        return self.optimizer_class(*args, **_optional_off(kwargs))
+        """Build the optimizer, with ``maximize`` passed only when on (:func:`.wire.optional_off`)."""
+        return self.optimizer_class(*args, **optional_off(kwargs))
 
     def param(self, values: NDArray[Any]) -> Any:
         """Return a new parameter holding a copy of ``values``."""
@@ -167,7 +167,7 @@ class ObjectCandidate:
             # One group: the plain ``cls(params, **hypers)`` a simple optimizer is written for.
             self.opt = self.library.cls(self.params, **groups[0].hyper.kwargs())
         else:
-            dicts = [{"params": [self.params[i] for i in g.params], **_optional_off(g.hyper.kwargs())} for g in groups]
+            dicts = [{"params": [self.params[i] for i in g.params], **optional_off(g.hyper.kwargs())} for g in groups]
             self.opt = self.library.cls(dicts, **groups[0].hyper.kwargs())
 
     def step(self, grads: Sequence[NDArray[Any] | None]) -> None:
@@ -211,20 +211,6 @@ class ObjectCandidate:
         self.library.load(self.opt, state_dict)
 
 
-def _optional_off(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Return ``kwargs`` without ``maximize`` where it is off: it is optional, and many optimizers lack it."""
-    return {k: v for k, v in kwargs.items() if k != "maximize" or v}
-
-
-def _takes(cls: type, name: str) -> bool:
-    """Whether ``cls``'s constructor accepts keyword ``name`` (or any keyword)."""
-    try:
-        parameters = inspect.signature(cls).parameters
-    except (TypeError, ValueError):  # no signature to read: assume it does, and let a case say otherwise
-        return True
-    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-
-
 class ObjectAdapter:
     """The :class:`~conformance.candidate.Adapter` of a class with an optimizer object (torch's or Lucid's interface).
 
@@ -251,7 +237,7 @@ class ObjectAdapter:
         self.optimizer_class = cls
         self.name = name or f"{cls.__module__}.{cls.__qualname__}"
         self.version = distribution_version(cls.__module__)
-        self.supports = Support(maximize=_takes(cls, "maximize"))
+        self.supports = Support(maximize=takes_keyword(cls, "maximize"))
 
     def __repr__(self) -> str:
         return f"ObjectAdapter({self.name})"

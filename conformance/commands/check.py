@@ -48,7 +48,7 @@ import sys
 import time
 from typing import Any
 
-from conformance.candidate import CANDIDATE_SETTING, chosen_candidate
+from conformance.commands.candidate_options import add_candidate_options, resolve_candidate
 from conformance.search import DEFAULT_BUDGET
 
 __all__ = ["EXTRA", "register"]
@@ -92,7 +92,7 @@ def _describe_machine() -> str:
 def _run(args: argparse.Namespace) -> int:
     import torch  # noqa: F401 - a missing torch is named before anything else
 
-    from conformance.candidate import CandidateError, CandidateSpecError, resolve
+    from conformance.candidate import CandidateError, CandidateSpecError
     from conformance.checks import DeviceUnavailableError, require_device, run_checks
     from conformance.harness import CandidateReport, ScenarioResult, check_candidate, usable_cpus
     from conformance.matrix import describe_no_match, select_cases
@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"error: {describe_no_match(args.cases, args.device)}", file=sys.stderr)
                 return 2
             require_device(args.device)
-        candidate = resolve(args.optimizer)
+        candidate = resolve_candidate(args)
     except (CandidateSpecError, ValueError, DeviceUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"candidate {candidate.name} {candidate.version} ({args.optimizer}); {_describe_machine()}")
     started = time.perf_counter()
     if args.replay:
-        report = CandidateReport(candidate.name, spec=args.optimizer)
+        report = CandidateReport(candidate.name, spec=args.optimizer, python=args.candidate_python)
         report.results.append(ScenarioResult(scenario, run_checks(scenario, candidate)))
         print(f"replaying {scenario.case}, checks {', '.join(scenario.checks)}")
         for outcome in report.results[0].outcomes:
@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         except CandidateError as err:
             print(f"error: the candidate could not run: {err}", file=sys.stderr)
             return 3
-        report.spec = args.optimizer
+        report.spec, report.python = args.optimizer, args.candidate_python
     return _verdict(args, report, candidate.name, time.perf_counter() - started)
 
 
@@ -176,7 +176,8 @@ def _verdict(args: argparse.Namespace, report: Any, name: str, elapsed: float) -
     if crashed:
         print(f"{name}: could not run on {len(crashed)} of {scenarios} scenario(s) (it raised; nothing compared)")
     if not args.replay and (disagree or crashed):
-        print(f"first replay: {replay_command((disagree or crashed)[0].scenario, args.optimizer)}")
+        first = (disagree or crashed)[0].scenario
+        print(f"first replay: {replay_command(first, args.optimizer, args.candidate_python)}")
     if disagree or (args.strict and lacking and not crashed):
         return 1
     return 3
@@ -190,13 +191,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cmd.add_argument(
-        "--optimizer",
-        default=chosen_candidate(),
-        metavar="MODULE:ATTR",
-        help="the RMSprop under test: a torch.optim.Optimizer subclass, a class with Lucid's Optimizer interface, "
-        f"an optax function (optax:rmsprop) or an adapter (default ${CANDIDATE_SETTING}, else {chosen_candidate()})",
-    )
+    add_candidate_options(cmd)
     cmd.add_argument(
         "--strict",
         action="store_true",

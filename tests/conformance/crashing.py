@@ -1,8 +1,10 @@
-"""A candidate whose step kills its process (as a crash in native code would), for the ``--jobs`` tests."""
+"""Candidates that crash, hang, raise, or lack a method or an option: for the exit-status, worker and jobs tests."""
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from typing import Any
 
 from lucid.optim import RMSprop
@@ -55,3 +57,29 @@ class WithoutMaximize(RMSprop):
         centered: bool = False,
     ) -> None:
         super().__init__(params, lr, alpha, eps, weight_decay, momentum, centered)
+
+
+class SegfaultsInStep(RMSprop):
+    """Lucid's RMSprop, except that its third ``step`` kills the process with SIGSEGV (a crash in native code)."""
+
+    def step(self, closure: Any = None) -> Any:
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 3:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return super().step(closure)
+
+
+class HangsInStep(RMSprop):
+    """Lucid's RMSprop, except that ``step`` never returns (a deadlock in the candidate)."""
+
+    def step(self, closure: Any = None) -> Any:
+        threading.Event().wait()
+
+
+class RaisesWhenCentered(RMSprop):
+    """Lucid's RMSprop, except that building it with ``centered=True`` raises (a feature it fails on)."""
+
+    def __init__(self, params: Any, *args: Any, centered: bool = False, **kwargs: Any) -> None:
+        if centered:
+            raise NotImplementedError("centered=True")
+        super().__init__(params, *args, **kwargs)

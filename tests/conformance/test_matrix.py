@@ -28,7 +28,7 @@ import pytest
 from gating import gate_device, seeded
 from hypothesis import HealthCheck, given, settings
 
-from conformance.candidate import chosen_candidate, resolve
+from conformance.candidate import chosen_candidate, chosen_python, resolve
 from conformance.checks import FREE_RUN_MIN_STEPS, run_checks
 from conformance.harness import probe_scenarios, replay_command
 from conformance.matrix import cases
@@ -38,7 +38,9 @@ from conformance.strategies import scenarios
 CASES = cases()
 #: The implementation under test (``CONFORMANCE_CANDIDATE``, default Lucid's), resolved once.
 SPEC = chosen_candidate()
-CANDIDATE = resolve(SPEC)
+#: The interpreter of its worker process (``CONFORMANCE_CANDIDATE_PYTHON``; None: this process).
+PYTHON = chosen_python()
+CANDIDATE = resolve(SPEC, python=PYTHON)
 #: Examples per case and family, from the profile's ``max_examples`` (50 under ``ci``):
 #: 12 lockstep scenarios, 6 of the round trips (five passes over the stream each) and
 #: 2 free runs (100-150 steps beside an exact trajectory, ~1.5 s each).  Measured on
@@ -60,7 +62,7 @@ def _assert_passes(scenario: Scenario) -> None:
             pytest.fail(message)
         pytest.skip(message)
     failed = [o for o in outcomes if not o.passed]
-    assert not failed, "\n".join(map(str, failed)) + f"\nreplay: {replay_command(scenario, SPEC)}"
+    assert not failed, "\n".join(map(str, failed)) + f"\nreplay: {replay_command(scenario, SPEC, PYTHON)}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
