@@ -11,19 +11,24 @@ have room for the reports.
 Exit status: 0 when every case stays within the derived bounds, 1 when a
 case leaves one (the candidate disagrees with torch), 2 for bad usage (an
 unusable ``--out``, settings that cannot be measured, a malformed or
-unimportable ``--optimizer`` path), 3 when the candidate could not run (it
-raised on import or while being measured, or lacks a required method), 130 on
-Ctrl-C.
+unimportable ``--optimizer`` path, a ``--cases`` filter that selects
+nothing), 3 when the candidate could not run (it raised on import, lacks a
+required method, or raised while some cases were measured: those are listed
+in the report, which says it is incomplete, and the others are measured), 130
+on Ctrl-C.  A failing or disagreeing case prints the command that measures it
+alone again.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import time
 
-from conformance.candidate import CANDIDATE_SETTING, chosen_candidate
+from conformance.candidate import DEFAULT_CANDIDATE
+from conformance.commands.candidate_options import add_candidate_options, resolve_candidate
 from conformance.report.cases import FULL, QUICK, Shard, build_cases, check_settings, parse_shard
 
 __all__ = ["EXTRA", "register"]
@@ -72,8 +77,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     # The heavy imports (torch, the harness) come after the cheap checks and before --out is touched.
     import conformance.report.measure  # noqa: F401 - imports torch: fail on a missing one now
-    from conformance.candidate import CandidateError, CandidateSpecError, resolve
-    from conformance.report.document import run_drift
+    from conformance.candidate import CandidateError, CandidateSpecError
+    from conformance.report.document import run_drift, select_drift_cases
     from conformance.report.markdown import summary_table
     from conformance.report.output import OutputError, reserve_size, stage_reports
 
@@ -84,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
             print("error: --device cuda requested but torch.cuda.is_available() is False", file=sys.stderr)
             return 2
     try:
-        candidate = resolve(args.optimizer)
+        candidate = resolve_candidate(args)
     except CandidateSpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -92,7 +97,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: the candidate could not run: {err}; nothing was written", file=sys.stderr)
         return 3
     total = len(build_cases(settings))
-    count = total if args.shard is None else len(args.shard.select(build_cases(settings)))
+    count = len(select_drift_cases(settings, args.shard, args.cases))
+    if not count:
+        print(f"error: --cases {args.cases!r} selects none of the {total} cases of this run", file=sys.stderr)
+        return 2
     try:
         staged = stage_reports(args.out, reserve=reserve_size(count, settings.steps, html=not args.no_html))
     except OutputError as err:
@@ -106,11 +114,26 @@ def _run(args: argparse.Namespace) -> int:
         )
         start = time.perf_counter()
         try:
-            result = run_drift(settings, candidate, args.optimizer, shard=args.shard, progress=not args.no_progress)
+            result = run_drift(
+                settings,
+                candidate,
+                args.optimizer,
+                shard=args.shard,
+                progress=not args.no_progress,
+                case_filter=args.cases,
+            )
         except CandidateError as err:
             print(f"error: the candidate could not run: {err}; nothing was written", file=sys.stderr)
             return 3
         elapsed = time.perf_counter() - start
+        if not result["cases"]:  # nothing measured: no report that could pass for one
+            first = result["failures"][0]
+            print(
+                f"error: the candidate could not run on any of the {len(result['failures'])} case(s); "
+                f"nothing was written. {first['id']}: {first['error']}",
+                file=sys.stderr,
+            )
+            return 3
         try:
             written = staged.commit(result, html=not args.no_html)
         except OutputError as err:
@@ -120,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"note: the previous {args.out} held more than reports; it was kept as {kept}", file=sys.stderr)
     env = result["environment"]
     print(
-        f"lucid {env['lucid']}, numpy {env['numpy']}, torch {env['torch']}, python {env['python']}, "
+        f"harness {env['lucid']}, numpy {env['numpy']}, torch {env['torch']}, python {env['python']}, "
         f"CPU {env['cpu_model']} ({env['cpu_capability']})"
     )
     print(summary_table(result))
@@ -128,11 +151,35 @@ def _run(args: argparse.Namespace) -> int:
         c["id"] for c in result["cases"] if not (c["lockstep"]["within_bound"] and c["free_run"]["within_bound"])
     ]
     print(f"measured {len(result['cases'])} cases in {elapsed:.1f} s; wrote " + ", ".join(map(str, written.values())))
+    failures = result.get("failures", [])
+    for failure in failures:
+        print(f"could not measure {failure['id']}: {failure['error']}")
+        print(f"  replay: {_replay(args, failure['id'])}")
     if outside:
         print(f"{len(outside)} case(s) outside the derived bounds, e.g. {outside[0]}")
+        print(f"  replay: {_replay(args, outside[0])}")
         return 1
+    if failures:
+        print(f"{candidate.name} could not run on {len(failures)} case(s); the report lists them and is incomplete")
+        return 3
     print("every case within the derived lockstep and free-running bounds")
     return 0
+
+
+def _replay(args: argparse.Namespace, case_id: str) -> str:
+    """Return the command that measures exactly case ``case_id`` of this run again."""
+    words = ["python -m conformance run", "--cases", shlex.quote(case_id), "--out", shlex.quote(f"{args.out}-replay")]
+    if args.quick:
+        words.append("--quick")
+    for name in ("seed", "steps", "size"):
+        if getattr(args, name) is not None:
+            words += [f"--{name}", str(getattr(args, name))]
+    if args.scales is not None:
+        words += ["--scales", ",".join(f"{x:g}" for x in args.scales)]
+    for option, value in (("--optimizer", args.optimizer), ("--candidate-python", args.candidate_python)):
+        if value and not (option == "--optimizer" and value == DEFAULT_CANDIDATE):
+            words += [option, shlex.quote(value)]
+    return " ".join(words)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -143,17 +190,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument(
-        "--optimizer",
-        default=chosen_candidate(),
-        metavar="MODULE:ATTR",
-        help=f"the RMSprop under test, as for check (default ${CANDIDATE_SETTING}, else {chosen_candidate()}; "
-        "e.g. conformance.examples.textbook:TextbookRMSprop)",
-    )
+    add_candidate_options(run)
     run.add_argument(
         "--out",
         default="drift-report",
         help="directory for drift.json/.md/.html, replaced as a whole (default drift-report)",
+    )
+    run.add_argument(
+        "--cases",
+        default="",
+        metavar="TEXT",
+        help="measure only the cases whose id contains TEXT (a drift or matrix case id, or part of one); "
+        "selecting none is an error",
     )
     run.add_argument("--quick", action="store_true", help="a smoke run of seconds: 3 scales, 12 steps x 64 elements")
     run.add_argument("--shard", type=_shard, metavar="I/N", help="measure only slice I of N (1-based); join with merge")

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from conformance.candidate import Adapter, CandidateError
-from conformance.report.cases import Settings, Shard, build_cases
+from conformance.report.cases import Case, Settings, Shard, build_cases
 from conformance.report.schema import SCHEMA_NAME, SCHEMA_VERSION, environment
 
-__all__ = ["merge_results", "run_drift"]
+__all__ = ["merge_results", "run_drift", "select_drift_cases"]
 
 
 def run_drift(
@@ -19,6 +19,7 @@ def run_drift(
     *,
     shard: Shard | None = None,
     progress: bool = True,
+    case_filter: str = "",
 ) -> dict[str, Any]:
     """Measure every case of ``settings`` (or one shard of them) and return the result document.
 
@@ -34,30 +35,36 @@ def run_drift(
         Measure only this deterministic slice of the cases.
     progress : bool
         Show a progress bar (tqdm, on stderr, only when it is a terminal).
+    case_filter : str
+        Measure only the cases whose id contains this text (recorded in the
+        result as ``selection``; the empty text: every case).
 
-    Raises
-    ------
-    CandidateError
-        If measuring a case raised (the message names the case and the error; the
-        original is chained).
+    A case whose measurement raised (the candidate failed on it) is not
+    measured: it is listed in the result's ``failures`` (its id and the
+    error), the other cases are measured, and the report says it is incomplete.
     """
     from conformance.report.measure import ULP_BIN_EDGES, measure_case  # torch is imported here
 
-    cases = build_cases(settings)
-    if shard is not None:
-        cases = shard.select(cases)
+    cases = select_drift_cases(settings, shard, case_filter)
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(cases, desc="drift", unit="case", disable=None, leave=False)
     else:
         iterator = cases
-    records = []
+    records, failures = [], []
     for case in iterator:
         try:
             records.append(measure_case(case, settings, adapter))
-        except Exception as err:
-            raise CandidateError(f"measuring {case.id} raised {type(err).__name__}: {err}") from err
+        except Exception as err:  # the candidate's failure on this case: recorded, and the run goes on
+            # A CandidateError's message names the candidate, its exception and the parameters already.
+            error = str(err) if isinstance(err, CandidateError) else f"{type(err).__name__}: {err}"
+            failures.append({"id": case.id, "error": error})
+    extra: dict[str, Any] = {}
+    if case_filter:
+        extra["selection"] = {"cases": case_filter}
+    if failures:
+        extra["failures"] = failures
     return {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
@@ -67,7 +74,22 @@ def run_drift(
         "shard": None if shard is None else shard.as_json(),
         "ulp_bin_edges": list(ULP_BIN_EDGES),
         "cases": records,
+        **extra,
     }
+
+
+def select_drift_cases(settings: Settings, shard: Shard | None = None, case_filter: str = "") -> list[Case]:
+    """Return the cases a run measures: those of ``settings``, in ``shard``, whose id contains ``case_filter``.
+
+    The filter is matched against the drift id (``...-scale=1e-08``) and the
+    matrix case id it measures, in every spelling :mod:`conformance.matrix` accepts.
+    """
+    cases = build_cases(settings)
+    if shard is not None:
+        cases = shard.select(cases)
+    if case_filter:
+        cases = [c for c in cases if case_filter in c.id or case_filter in c.matrix_id]
+    return cases
 
 
 def merge_results(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -82,9 +104,9 @@ def merge_results(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not shards:
         raise ValueError("merge needs at least one shard result")
     first = shards[0]
-    for key in ("candidate", "settings", "environment", "ulp_bin_edges"):
+    for key in ("candidate", "settings", "environment", "ulp_bin_edges", "selection"):
         for other in shards[1:]:
-            if other[key] != first[key]:
+            if other.get(key) != first.get(key):
                 raise ValueError(f"shards differ in {key!r}: {first[key]!r} != {other[key]!r}")
     specs = [s["shard"] for s in shards]
     if any(spec is None for spec in specs):
@@ -96,12 +118,19 @@ def merge_results(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
     indices = sorted(spec["index"] for spec in specs)
     if indices != list(range(1, count + 1)):
         raise ValueError(f"need shards 1..{count} once each, got {indices}")
-    order = {case.id: i for i, case in enumerate(build_cases(Settings.from_json(first["settings"])))}
-    unknown = [case["id"] for s in shards for case in s["cases"] if case["id"] not in order]
+    selection = (first.get("selection") or {}).get("cases", "")
+    run_cases = select_drift_cases(Settings.from_json(first["settings"]), None, selection)
+    order = {case.id: i for i, case in enumerate(run_cases)}
+    failures = [f for s in shards for f in s.get("failures", [])]
+    unknown = [item["id"] for s in shards for item in s["cases"] + s.get("failures", []) if item["id"] not in order]
     if unknown:
         more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         raise ValueError(f"shards hold cases the run's settings do not make: {', '.join(unknown[:3])}{more}")
     cases = sorted((case for s in shards for case in s["cases"]), key=lambda case: order[case["id"]])
-    if [c["id"] for c in cases] != list(order):
+    if sorted([c["id"] for c in cases] + [f["id"] for f in failures], key=order.__getitem__) != list(order):
         raise ValueError("the shards' cases are not exactly the run's cases")
-    return {**first, "shard": None, "cases": cases}
+    merged = {**first, "shard": None, "cases": cases}
+    merged.pop("failures", None)
+    if failures:
+        merged["failures"] = sorted(failures, key=lambda f: order[f["id"]])
+    return merged

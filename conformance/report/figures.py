@@ -88,7 +88,7 @@ def _bin_labels(edges: Sequence[float], used: int) -> list[str]:
 def ulp_histograms(result: Mapping[str, Any]) -> Figure:
     """Histograms of lockstep ULP distances pooled over all cases, one panel per dtype.
 
-    Bars: Lucid vs torch, Lucid vs the exact (oracle) step, torch vs the exact step.
+    Bars: the candidate vs torch, the candidate vs the exact (oracle) step, torch vs the exact step.
     """
     dtypes = _dtypes(result)
     fig, axes = plt.subplots(1, len(dtypes), figsize=(6.5 * len(dtypes), 4.2), squeeze=False, layout="constrained")

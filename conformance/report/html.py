@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from typing import Any
 
 from conformance.report import figures
-from conformance.report.markdown import environment_table, scale_table, summary_table
+from conformance.report.markdown import environment_table, incomplete_notice, scale_table, summary_table
 
 __all__ = ["html_report"]
 
@@ -17,6 +18,7 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 td:first-child, th:first-child { text-align: left; }
 tr.out td { background: #fdd; }
+p.bad { background: #fdd; padding: 0.4em 0.6em; font-weight: bold; }
 figure { margin: 1.5em 0; } img { max-width: 100%; }
 figcaption { font-size: 0.9em; color: #444; max-width: 70em; }
 """
@@ -42,6 +44,19 @@ def _figure(png: bytes, alt: str, caption: str) -> str:
     )
 
 
+def _notice(markdown: str) -> str:
+    """Return the partial-run notice (:func:`.markdown.incomplete_notice`) as HTML paragraphs and a list."""
+    out, items = [], []
+    for line in markdown.splitlines():
+        text = html.escape(line.strip()).replace("**", "")
+        text = re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
+        if line.startswith("- "):
+            items.append(f"<li>{text[2:]}</li>")
+        elif text:
+            out.append(f"<p class='bad'>{text}</p>")
+    return "".join(out) + (f"<ul>{''.join(items)}</ul>" if items else "")
+
+
 def html_report(result: dict[str, Any]) -> str:
     """Return the report of ``result`` as one HTML document with no external resources."""
     steps = result["settings"]["steps"]
@@ -49,6 +64,7 @@ def html_report(result: dict[str, Any]) -> str:
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+        *([_notice(notice)] if (notice := incomplete_notice(result)) else []),
         "<h2>What produced these numbers</h2>",
         _table(environment_table(result)),
         "<h2>Departure by gradient scale</h2>",

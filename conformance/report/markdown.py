@@ -8,10 +8,13 @@ from conformance.report.summary import Row, group_rows
 
 __all__ = ["environment_table", "markdown_report", "scale_table", "summary_table"]
 
-_HEADER = (
-    "| configuration | dtype | cases | bitwise equal | ULP max (Lucid-torch) "
-    "| Lucid vs exact: max / median ULP | torch vs exact: max / median ULP | free-run rel. error | bounds |"
-)
+
+def _header(candidate: str) -> str:
+    """Return the summary table's header, the candidate named in its columns."""
+    return (
+        f"| configuration | dtype | cases | bitwise equal | ULP max ({candidate} - torch) "
+        f"| {candidate} vs exact: max / median ULP | torch vs exact: max / median ULP | free-run rel. error | bounds |"
+    )
 
 
 def _num(x: float, fmt: str = ".3g") -> str:
@@ -31,7 +34,8 @@ def _row(row: Row) -> str:
 def summary_table(result: dict[str, Any]) -> str:
     """Agreement per configuration and dtype, pooled over scales, torch implementations and devices."""
     rows = group_rows(result, lambda c: (c["config"], c["dtype"]))
-    lines = [_HEADER, "|" + "---|" * (_HEADER.count("|") - 1)]
+    header = _header(result["candidate"])
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
     lines += [_row(r) for r in rows]
     return "\n".join(lines)
 
@@ -62,12 +66,25 @@ def environment_table(result: dict[str, Any]) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in items)])
 
 
+def incomplete_notice(result: dict[str, Any]) -> str | None:
+    """Return the Markdown that says the run is partial (a ``--cases`` selection, failed cases), or None."""
+    lines = []
+    if result.get("selection"):
+        lines.append(f"Only the cases whose id contains `{result['selection']['cases']}` were measured (`--cases`).")
+    failures = result.get("failures", [])
+    if failures:
+        lines.append(f"**Incomplete: the candidate failed on {len(failures)} case(s), which were not measured:**\n")
+        lines += [f"- `{f['id']}`: {f['error']}" for f in failures]
+    return "\n".join(lines) or None
+
+
 def markdown_report(result: dict[str, Any]) -> str:
     """Return the whole Markdown summary."""
     return (
         "\n\n".join(
             [
                 f"# Drift report: {result['candidate']} against torch.optim.RMSprop",
+                *filter(None, [incomplete_notice(result)]),
                 environment_table(result),
                 "## Agreement per configuration\n\n"
                 "Lockstep (state copied from torch before every step): fraction of parameter elements "
