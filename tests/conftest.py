@@ -15,6 +15,10 @@ settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile("thorough", max_examples=1000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+#: tests/external reruns the table of real implementations (jax, optax, a lucid-dl interpreter): only
+#: ``tox -e external`` collects it, by setting CONFORMANCE_EXTERNAL=1.
+collect_ignore = [] if os.environ.get("CONFORMANCE_EXTERNAL") == "1" else ["external"]
+
 _bitwise: dict[str, list[int]] = defaultdict(lambda: [0, 0])
 _examples: dict[str, int] = {}
 
