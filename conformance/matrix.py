@@ -37,6 +37,7 @@ __all__ = [
     "FlagConfig",
     "TorchImpl",
     "case_by_id",
+    "case_id",
     "cases",
     "describe_no_match",
     "flag_configs",
@@ -194,9 +195,9 @@ class Case:
 
         The one spelling of a case everywhere: ``check --cases`` and ``--replay``,
         and the drift reports, whose case ids are this id with the gradient scale
-        appended (``...-tlr0-scale=1e-08``, :attr:`conformance.report.cases.Case.id`).
+        appended (``...-tlr0-scale=1e-08``, :attr:`conformance.report.cases.DriftCase.id`).
         """
-        return f"{self.flags.name}-{self.dtype}-{self.device}-{self.impl.name}"
+        return case_id(self.flags.name, self.dtype, self.device, self.impl.name)
 
     @property
     def aliases(self) -> tuple[str, ...]:
@@ -214,6 +215,11 @@ class Case:
     def np_dtype(self) -> np.dtype:
         """The dtype as a NumPy dtype."""
         return np.dtype(self.dtype)
+
+
+def case_id(flags: str, dtype: str, device: str, impl: str) -> str:
+    """Return the id of the case with these parts' names (:attr:`Case.id`): the one place it is spelled."""
+    return f"{flags}-{dtype}-{device}-{impl}"
 
 
 def cases(device: str | None = None) -> list[Case]:

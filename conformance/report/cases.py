@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance.matrix import DTYPES, TORCH_IMPLS, FlagConfig, TorchImpl, flag_configs
+from conformance.matrix import DTYPES, TORCH_IMPLS, Case, FlagConfig, TorchImpl, case_id, flag_configs
 
 __all__ = [
     "FULL",
@@ -27,7 +27,7 @@ __all__ = [
     "MAX_STEPS",
     "MIN_SCALE",
     "QUICK",
-    "Case",
+    "DriftCase",
     "Settings",
     "Shard",
     "build_cases",
@@ -35,6 +35,7 @@ __all__ = [
     "drift_case_id",
     "legacy_drift_case_id",
     "parse_shard",
+    "with_scale",
 ]
 
 #: Spread of the ``lognormal`` stream's magnitudes (:func:`conformance.report.measure.drift_stream`):
@@ -110,24 +111,46 @@ QUICK = Settings(steps=12, size=64, scales=(1e-8, 1e-4, 1.0))
 
 
 @dataclass(frozen=True)
-class Case:
-    """One measured combination."""
+class DriftCase:
+    """One measured combination: a case of the matrix (:class:`conformance.matrix.Case`) at one gradient scale.
 
-    config: FlagConfig
+    The matrix case holds the flags, dtype, device and torch implementation
+    (a drift run measures torch's plain for-loop and foreach paths, on CUDA too);
+    the scale and the seed of the gradient stream are the drift run's own.
+    """
+
+    case: Case
     scale: float
-    dtype: str
-    foreach: bool
-    device: str
     seed: int = field(compare=False)
 
     @property
-    def matrix_id(self) -> str:
-        """The id of the conformance matrix case whose torch implementation this case measures.
+    def config(self) -> FlagConfig:
+        """The numerical flags."""
+        return self.case.flags
 
-        E.g. ``c0-m1-wd0-max0-float32-cpu-foreach0-cap0-tlr0`` (:attr:`conformance.matrix.Case.id`;
-        ``check --cases`` takes it, and this case's :attr:`id` too).
+    @property
+    def dtype(self) -> str:
+        """The parameters' dtype."""
+        return self.case.dtype
+
+    @property
+    def device(self) -> str:
+        """Torch's device."""
+        return self.case.device
+
+    @property
+    def foreach(self) -> bool:
+        """Torch's ``foreach`` switch."""
+        return self.case.impl.foreach
+
+    @property
+    def matrix_id(self) -> str:
+        """The id of the matrix case this case measures (:attr:`conformance.matrix.Case.id`).
+
+        E.g. ``c0-m1-wd0-max0-float32-cpu-foreach0-cap0-tlr0``; ``check --cases``
+        takes it, and this case's :attr:`id` too.
         """
-        return f"{self.config.name}-{self.dtype}-{self.device}-{TorchImpl(self.foreach).name}"
+        return self.case.id
 
     @property
     def id(self) -> str:
@@ -136,12 +159,17 @@ class Case:
         E.g. ``c0-m1-wd0-max0-float32-cpu-foreach0-cap0-tlr0-scale=0.0001``; the scale to six
         significant digits, as :func:`check_settings` requires scales to differ.
         """
-        return drift_case_id(self.config.name, self.dtype, self.device, self.foreach, self.scale)
+        return with_scale(self.case.id, self.scale)
+
+
+def with_scale(matrix_id: str, scale: float) -> str:
+    """Return the drift id of matrix case ``matrix_id`` at gradient ``scale``: the one place the suffix is spelled."""
+    return f"{matrix_id}-scale={scale:g}"
 
 
 def drift_case_id(config: str, dtype: str, device: str, foreach: bool, scale: float) -> str:
-    """Return the id of the drift case with these fields (:attr:`Case.id`)."""
-    return f"{config}-{dtype}-{device}-{TorchImpl(foreach).name}-scale={scale:g}"
+    """Return the id of the drift case with these fields (:attr:`DriftCase.id`)."""
+    return with_scale(case_id(config, dtype, device, TorchImpl(foreach).name), scale)
 
 
 def legacy_drift_case_id(config: str, dtype: str, device: str, foreach: bool, scale: float) -> str:
@@ -185,10 +213,14 @@ def _case_seed(root: int, config: FlagConfig, scale: float) -> int:
     return (root * 1_000_003 + zlib.crc32(f"{config.name}|{scale!r}".encode())) % 2**32
 
 
-def build_cases(settings: Settings) -> list[Case]:
+def build_cases(settings: Settings) -> list[DriftCase]:
     """Return every case of ``settings`` in the canonical order (the order of the JSON)."""
     return [
-        Case(config, scale, np.dtype(dtype).name, foreach, device, _case_seed(settings.seed, config, scale))
+        DriftCase(
+            Case(config, np.dtype(dtype).name, device, TorchImpl(foreach)),
+            scale,
+            _case_seed(settings.seed, config, scale),
+        )
         for config in flag_configs()
         for dtype in DTYPES
         for foreach in TORCH_IMPLS
@@ -204,7 +236,7 @@ class Shard:
     index: int
     count: int
 
-    def select(self, cases: list[Case]) -> list[Case]:
+    def select(self, cases: list[DriftCase]) -> list[DriftCase]:
         """Return this shard's slice: every ``count``-th case, which balances slow configurations."""
         return cases[self.index - 1 :: self.count]
 

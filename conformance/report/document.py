@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from conformance.candidate import Adapter, CandidateError
-from conformance.report.cases import Case, Settings, Shard, build_cases
+from conformance.report.cases import DriftCase, Settings, Shard, build_cases
 from conformance.report.schema import SCHEMA_NAME, SCHEMA_VERSION, environment
 
 __all__ = ["merge_results", "run_drift", "select_drift_cases"]
@@ -78,7 +78,7 @@ def run_drift(
     }
 
 
-def select_drift_cases(settings: Settings, shard: Shard | None = None, case_filter: str = "") -> list[Case]:
+def select_drift_cases(settings: Settings, shard: Shard | None = None, case_filter: str = "") -> list[DriftCase]:
     """Return the cases a run measures: those of ``settings``, in ``shard``, whose id contains ``case_filter``.
 
     The filter is matched against the drift id (``...-scale=1e-08``) and the

@@ -19,7 +19,7 @@ from conformance.compare import LOCKSTEP_BOUND
 from conformance.freerun import FREE_RUN_BOUND, run_free
 from conformance.lockstep import LockstepResult
 from conformance.oracle import oracle_precision_bits, oracle_step, ulp_error
-from conformance.report.cases import LOGNORMAL_SIGMA, Case, Settings
+from conformance.report.cases import LOGNORMAL_SIGMA, DriftCase, Settings
 from conformance.runners import LockstepPair
 from conformance.streams import gradient_stream
 
@@ -75,14 +75,14 @@ def drift_stream(kind: str, scale: float, size: int, dtype: str, steps: int, see
     return grads
 
 
-def _inputs(case: Case, settings: Settings) -> tuple[NDArray[Any], list[NDArray[Any]]]:
+def _inputs(case: DriftCase, settings: Settings) -> tuple[NDArray[Any], list[NDArray[Any]]]:
     rng = np.random.default_rng([case.seed, 1])
     param0 = rng.standard_normal(settings.size).astype(case.dtype)
     grads = drift_stream(settings.stream, case.scale, settings.size, case.dtype, settings.steps, case.seed)
     return param0, grads
 
 
-def _lockstep(case: Case, settings: Settings, candidate: Adapter) -> dict[str, Any]:
+def _lockstep(case: DriftCase, settings: Settings, candidate: Adapter) -> dict[str, Any]:
     """Step from torch's state every step; per element: candidate-torch and each side-oracle distances."""
     hyper = case.config.hyper(lr=settings.lr, alpha=settings.alpha, eps=settings.eps)
     param0, grads = _inputs(case, settings)
@@ -118,7 +118,7 @@ def _lockstep(case: Case, settings: Settings, candidate: Adapter) -> dict[str, A
     }
 
 
-def _free_run(case: Case, settings: Settings, candidate: Adapter) -> dict[str, Any]:
+def _free_run(case: DriftCase, settings: Settings, candidate: Adapter) -> dict[str, Any]:
     """Run both sides through the whole stream without re-syncing."""
     hyper = case.config.hyper(lr=settings.lr, alpha=settings.alpha, eps=settings.eps)
     param0, grads = _inputs(case, settings)
@@ -134,7 +134,7 @@ def _free_run(case: Case, settings: Settings, candidate: Adapter) -> dict[str, A
     }
 
 
-def measure_case(case: Case, settings: Settings, candidate: Adapter) -> dict[str, Any]:
+def measure_case(case: DriftCase, settings: Settings, candidate: Adapter) -> dict[str, Any]:
     """Measure ``case`` and return its JSON record (see ``drift.schema.json``)."""
     return {
         "id": case.id,
