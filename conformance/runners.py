@@ -145,11 +145,13 @@ class LockstepPair:
         groups = [Group(tuple(idx), h) for idx, h in zip(members, hypers)]
         self.candidate = self._call("building it", self.adapter.create, list(params0), groups, device)
 
+    def _describe(self, index: int) -> str:
+        shape, dtype = self.shapes[index]
+        return f"#{index} {dtype}{list(shape)} group {self.group_of[index]}"
+
     def describe_params(self) -> str:
         """Name every parameter by index, shape, dtype and group, for a message."""
-        return ", ".join(
-            f"#{i} {dtype}{list(shape)} group {self.group_of[i]}" for i, (shape, dtype) in enumerate(self.shapes)
-        )
+        return ", ".join(self._describe(i) for i in range(len(self.shapes)))
 
     def _call(self, what: str, method: Any, *args: Any) -> Any:
         """Call a candidate method; an exception becomes :class:`CandidateStepError` naming ``what`` and the params."""
@@ -157,8 +159,10 @@ class LockstepPair:
             return method(*args)
         except Exception as err:
             kind = getattr(err, "remote_type", type(err).__name__)  # a worker's exception: the candidate's own type
+            index = getattr(err, "parameter", None)  # the parameter it was working on, where its traceback says
+            on = f" (its traceback holds parameter {self._describe(index)})" if isinstance(index, int) else ""
             raise CandidateStepError(
-                f"{self.adapter.name} raised {kind} {what}: {err} (parameters {self.describe_params()})"
+                f"{self.adapter.name} raised {kind} {what}{on}: {err} (parameters {self.describe_params()})"
             ) from err
 
     def _torch_lr(self, lr: float) -> Any:

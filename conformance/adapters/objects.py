@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 import lucid
 from conformance import statedict
-from conformance.adapters.wire import optional_off, takes_keyword
+from conformance.adapters.wire import optional_off, parameter_in_traceback, takes_keyword
 from conformance.candidate import REQUIRED_ATTRIBUTES, CandidateError, Group, Support, distribution_version
 from conformance.streams import copy_layout
 
@@ -174,7 +174,12 @@ class ObjectCandidate:
         """Give each parameter its own copy of its gradient (in the stream's layout), then ``opt.step()``."""
         for p, g in zip(self.params, grads):
             self.library.set_grad(p, g)
-        self.opt.step()
+        try:
+            self.opt.step()
+        except Exception as err:
+            # Which parameter: from the candidate's frames, not this one's loop variable.
+            err.parameter = parameter_in_traceback(err.__traceback__.tb_next, self.params)  # type: ignore[union-attr,attr-defined]
+            raise
 
     def param(self, index: int) -> NDArray[Any]:
         """Return a copy of parameter ``index``'s values."""

@@ -31,6 +31,7 @@ import platform
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from types import TracebackType
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "distribution_version",
     "encode",
     "optional_off",
+    "parameter_in_traceback",
     "read_message",
     "serve",
     "takes_keyword",
@@ -99,6 +101,26 @@ def read_message(read_line: Callable[[], bytes], read_exactly: Callable[[int], b
     head = json.loads(line)
     arrays = [np.lib.format.read_array(io.BytesIO(read_exactly(n)), allow_pickle=False) for n in head["sizes"]]
     return decode(head["body"], arrays)
+
+
+def parameter_in_traceback(tb: TracebackType | None, params: Sequence[Any]) -> int | None:
+    """Return the index in ``params`` of the parameter the candidate's code held when it raised, if it held one.
+
+    Looks through the frames of ``tb`` (the candidate's part of a traceback:
+    the caller passes the frames below its own), innermost first, for a local
+    variable that *is* one of ``params`` (``param``, ``p``: whatever the loop
+    over the groups calls it); None when no frame holds one.
+    """
+    ids = {id(p): i for i, p in enumerate(params)}
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if id(value) in ids and value is params[ids[id(value)]]:
+                return ids[id(value)]
+    return None
 
 
 def takes_keyword(cls: Any, name: str) -> bool:
@@ -163,7 +185,11 @@ class _Driven:
     def step(self, grads: list[np.ndarray | None]) -> None:
         for p, g in zip(self.params, grads):
             p.grad = None if g is None else self._native(np.array(g, dtype=self._array(p.data).dtype, copy=True))
-        self.opt.step()
+        try:
+            self.opt.step()
+        except Exception as err:  # which parameter: from the candidate's frames, not this one's loop variable
+            err.parameter = parameter_in_traceback(err.__traceback__.tb_next, self.params)  # type: ignore[union-attr,attr-defined]
+            raise
 
     def param(self, index: int) -> np.ndarray:
         return self._array(self.params[index].data)
@@ -270,6 +296,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             frame = traceback.extract_tb(err.__traceback__)[-1]
             reply = {
                 "ok": False,
+                "parameter": getattr(err, "parameter", None),
                 "type": type(err).__name__,
                 "message": str(err),
                 "where": f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}",

@@ -51,10 +51,14 @@ WORKER_PROGRAM = Path(wire.__file__).resolve()
 class WorkerRaisedError(CandidateError):
     """The candidate raised inside the worker; ``remote_type`` is its exception's type name."""
 
-    def __init__(self, remote_type: str, message: str, where: str, remote_traceback: str) -> None:
+    def __init__(
+        self, remote_type: str, message: str, where: str, remote_traceback: str, parameter: int | None = None
+    ) -> None:
         super().__init__(f"{message} [at {where}]")
         self.remote_type = remote_type
         self.where = where
+        #: The index of the parameter the candidate was working on when it raised (None: it did not say).
+        self.parameter = parameter
         self.remote_traceback = remote_traceback
 
 
@@ -138,7 +142,9 @@ class _Process:
         if reply is None:  # the readers raise at end of input; this is for a reader that returns b""
             raise WorkerCrashError(f"the worker ({self.python}) closed its output while answering {what}")
         if not reply["ok"]:
-            raise WorkerRaisedError(reply["type"], reply["message"], reply["where"], reply["traceback"])
+            raise WorkerRaisedError(
+                reply["type"], reply["message"], reply["where"], reply["traceback"], reply.get("parameter")
+            )
         return reply["result"]
 
     def _ended(self) -> str:

@@ -83,3 +83,14 @@ class RaisesWhenCentered(RMSprop):
         if centered:
             raise NotImplementedError("centered=True")
         super().__init__(params, *args, **kwargs)
+
+
+class IndexesZeroD(RMSprop):
+    """Lucid's RMSprop, except that its loop over the parameters indexes a 0-d one (as lucid-dl 2.9.0's step does)."""
+
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.data.ndim == 0:
+                    param.data[:] = 0.0  # IndexError: too many indices for a 0-d array
+        return super().step(closure)

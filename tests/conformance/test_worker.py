@@ -182,3 +182,20 @@ def test_cli_usage_errors_exit_2() -> None:
     assert done.returncode == 2 and "cannot be run" in done.stderr, done.stderr
     done = _check("--candidate-python", PYTHON, "--candidate-timeout", "0")
     assert done.returncode == 2 and "positive finite" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("where", ["in-process", "worker"])
+def test_the_parameter_that_raised_is_named(where: str, test_candidates_importable: None) -> None:
+    """The exception's traceback holds the parameter the candidate's loop was on: the message names it."""
+    sys.path.insert(0, str(HERE))
+    try:
+        adapter = resolve("crashing:IndexesZeroD", python=PYTHON if where == "worker" else None)
+    finally:
+        sys.path.remove(str(HERE))
+    params0 = [np.ones(3), np.asarray(1.0), np.ones((2, 2))]
+    pair = LockstepPair(params0, Hyper(), foreach=False, candidate=adapter)
+    with pytest.raises(
+        CandidateStepError,
+        match=r"raised IndexError at step 0 \(its traceback holds parameter #1 float64\[\] group 0\): ",
+    ):
+        pair.step([np.ones(3), np.asarray(1.0), np.ones((2, 2))])
