@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_CANDIDATE",
     "PYTHON_SETTING",
     "REQUIRED_ATTRIBUTES",
+    "WORKER_TIMEOUT",
     "Adapter",
     "Candidate",
     "CandidateError",
@@ -50,6 +51,7 @@ __all__ = [
     "chosen_python",
     "distribution_version",
     "resolve",
+    "worker_adapter",
 ]
 
 #: The candidate every command and the test suite check unless told otherwise.
@@ -61,6 +63,9 @@ CANDIDATE_SETTING = "CONFORMANCE_CANDIDATE"
 #: The environment variable that names the interpreter a candidate runs under, in a worker
 #: process (``--candidate-python``); unset, it runs in the harness's process.
 PYTHON_SETTING = "CONFORMANCE_CANDIDATE_PYTHON"
+
+#: Seconds a worker process may take to answer one request (``--candidate-timeout``), its start included.
+WORKER_TIMEOUT = 120.0
 
 #: The methods a class needs to be driven through its optimizer object.
 REQUIRED_ATTRIBUTES = ("step", "state_dict", "load_state_dict", "zero_grad")
@@ -184,10 +189,16 @@ class Adapter(Protocol):
 distribution_version = functools.cache(wire.distribution_version)
 
 
-def _import(spec: str) -> tuple[str, object]:
+def _split(spec: str) -> tuple[str, str]:
+    """Return ``module:attr``'s two parts; a usage error if it is not of that form."""
     module_name, sep, qualname = spec.partition(":")
     if not sep or not module_name or not qualname:
         raise CandidateSpecError(f"candidate must be given as 'package.module:attr', got {spec!r}")
+    return module_name, qualname
+
+
+def _import(spec: str) -> tuple[str, object]:
+    module_name, qualname = _split(spec)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
@@ -212,12 +223,12 @@ def resolve(candidate: str | type | Adapter, python: str | None = None, timeout:
 
     With ``python`` (an interpreter), the candidate runs in a worker process
     under it (:class:`~conformance.adapters.worker.WorkerAdapter`): ``module:attr``
-    is then imported there, not here, unless it names a
-    :class:`~conformance.adapters.worker.WorkerSpec` of this project
-    (``conformance.adapters.lucid_dl:rmsprop``).  Such a spec given without an
+    is then imported there, not here; only a path into this project
+    (``conformance.…``) is imported here too, to see whether it names a
+    :class:`~conformance.adapters.worker.WorkerSpec` (``conformance.adapters.lucid_dl:rmsprop``),
+    whose candidate the worker then imports.  Such a spec given without an
     interpreter is a usage error that says how to make one.  ``timeout``: the
-    seconds the worker may take to answer one request (default
-    :data:`~conformance.adapters.worker.DEFAULT_TIMEOUT`).
+    seconds the worker may take to answer one request (default :data:`WORKER_TIMEOUT`).
 
     Raises
     ------
@@ -232,8 +243,9 @@ def resolve(candidate: str | type | Adapter, python: str | None = None, timeout:
     obj: object = candidate
     where = candidate if isinstance(candidate, str) else None
     if isinstance(candidate, str):
+        _split(candidate)
         if python and not candidate.startswith("conformance."):
-            return _worker(python, candidate, timeout)
+            return worker_adapter(python, candidate, timeout)
         module_name, obj = _import(candidate)
         if isinstance(obj, WorkerSpec):
             if not python:
@@ -241,7 +253,9 @@ def resolve(candidate: str | type | Adapter, python: str | None = None, timeout:
                     f"{candidate} runs in a worker process: give --candidate-python PATH (or ${PYTHON_SETTING}), "
                     f"an interpreter whose environment has it ({obj.install})"
                 )
-            return _worker(python, obj, timeout)
+            return worker_adapter(python, obj, timeout)
+        if python:  # a class of this project, run in the worker all the same (if it can import it there)
+            return worker_adapter(python, candidate, timeout)
         if module_name.partition(".")[0] == "optax" and callable(obj) and not isinstance(obj, type):
             from conformance.adapters.optax import OptaxAdapter
 
@@ -256,13 +270,17 @@ def resolve(candidate: str | type | Adapter, python: str | None = None, timeout:
     )
 
 
-def _worker(python: str, spec: Any, timeout: float | None) -> Adapter:
-    """Return the (one, per interpreter, spec and timeout) worker adapter: the pairs built from it share its process."""
-    from conformance.adapters.worker import DEFAULT_TIMEOUT, WorkerAdapter
+def worker_adapter(python: str, spec: Any, timeout: float | None = None, info: dict[str, Any] | None = None) -> Adapter:
+    """Return this process's one worker adapter for ``python``, ``spec`` and ``timeout`` (made on first use).
 
-    key = (python, spec, timeout or DEFAULT_TIMEOUT)
+    Every pair built from it shares its worker process; a copy unpickled in
+    another process (``info`` given) is that process's one adapter too.
+    """
+    from conformance.adapters.worker import WorkerAdapter, WorkerSpec
+
+    key = (python, spec if isinstance(spec, WorkerSpec) else WorkerSpec(spec), timeout or WORKER_TIMEOUT)
     if key not in _WORKERS:
-        _WORKERS[key] = WorkerAdapter(*key)
+        _WORKERS[key] = WorkerAdapter(*key, info=info)
     return _WORKERS[key]
 
 

@@ -27,6 +27,7 @@ import importlib.metadata
 import inspect
 import io
 import json
+import os
 import platform
 import sys
 import traceback
@@ -206,10 +207,13 @@ class _Driven:
             if key in state:
                 state[key][...] = self._native(np.array(value, copy=True))
         if step is not None and "step" in state:
-            if self.torch is not None and isinstance(state["step"], self.torch.Tensor):
-                state["step"].fill_(step)
-            else:
-                state["step"] = type(state["step"])(step)
+            counter = state["step"]
+            if self.torch is not None and isinstance(counter, self.torch.Tensor):
+                counter.fill_(step)
+            elif isinstance(counter, np.ndarray):
+                counter[...] = step
+            else:  # a Python or NumPy number: keep its type (lucid-dl counts in int)
+                state["step"] = type(counter)(step)
 
     def set_hyper(self, group: int, name: str, value: float) -> None:
         self.opt.param_groups[group][name] = value
@@ -246,13 +250,28 @@ def _parameter_class(cls: type) -> Any:
     raise TypeError(f"{cls.__module__}.{cls.__qualname__} comes from no library with an nn.Parameter")
 
 
-def _hello(spec: str) -> tuple[type, dict[str, Any]]:
+class _NotFoundError(LookupError):
+    """The worker's environment has no such candidate (a usage error, not the candidate failing)."""
+
+
+def _hello(spec: str, required: Sequence[str]) -> tuple[type, dict[str, Any]]:
     module_name, _, qualname = spec.partition(":")
-    obj: Any = importlib.import_module(module_name)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is not None and module_name.startswith(err.name):  # the named module itself is not there
+            raise _NotFoundError(f"no module {module_name!r} ({err})") from err
+        raise  # a module it imports is missing: the candidate's own failure
     for part in qualname.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise _NotFoundError(f"module {module_name!r} has no attribute {qualname!r}") from None
     if not isinstance(obj, type):
-        raise TypeError(f"{spec} is a {type(obj).__name__}, not an optimizer class")
+        raise _NotFoundError(f"{spec} is a {type(obj).__name__}, not an optimizer class")
+    missing = [name for name in required if not callable(getattr(obj, name, None))]
+    if missing:
+        raise TypeError(f"{spec} lacks the Optimizer interface: no {', '.join(missing)}")
     info = {
         "version": distribution_version(module_name),
         "maximize": takes_keyword(obj, "maximize"),
@@ -261,6 +280,20 @@ def _hello(spec: str) -> tuple[type, dict[str, Any]]:
         "numpy": np.__version__,
     }
     return obj, info
+
+
+def _failure(err: Exception) -> dict[str, Any]:
+    """Return the reply that reports ``err``: its type, message, the line that raised it, the parameter it names."""
+    frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ is not None else None
+    return {
+        "ok": False,
+        "usage": isinstance(err, _NotFoundError),
+        "parameter": getattr(err, "parameter", None),
+        "type": type(err).__name__,
+        "message": str(err),
+        "where": f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}" if frame else "?",
+        "traceback": traceback.format_exc(),
+    }
 
 
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
@@ -282,7 +315,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         op = request["op"]
         try:
             if op == "hello":
-                cls, info = _hello(request["candidate"])
+                cls, info = _hello(request["candidate"], request["required"])
                 buffers = request["buffers"]
                 result: Any = info
             elif op == "create":
@@ -293,19 +326,34 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
                 result = getattr(driven[request["handle"]], op)(*request["args"])
             reply = {"ok": True, "result": result}
         except Exception as err:  # the candidate's: reported to the harness, which names the step and parameters
-            frame = traceback.extract_tb(err.__traceback__)[-1]
-            reply = {
-                "ok": False,
-                "parameter": getattr(err, "parameter", None),
-                "type": type(err).__name__,
-                "message": str(err),
-                "where": f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}",
-                "traceback": traceback.format_exc(),
-            }
-        write_message(stdout, reply)
+            reply = _failure(err)
+        try:
+            write_message(stdout, reply)  # encodes everything before it writes a byte
+        except (TypeError, ValueError) as err:  # a result the format cannot carry (a set, a foreign object)
+            write_message(stdout, _failure(TypeError(f"{op} returned what the pipe cannot carry: {err}")))
+
+
+def _own_pipes() -> tuple[BinaryIO, BinaryIO]:
+    """Take file descriptors 0 and 1 for the protocol, and give the candidate harmless ones in their place.
+
+    Standard input becomes ``/dev/null``; standard output (Python's, C's
+    ``printf``, a child process's) goes to standard error, so nothing the
+    candidate writes can enter the pipe.
+    """
+    requests = os.fdopen(os.dup(0), "rb")
+    replies = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdin = open(os.devnull)
+    sys.stdout = sys.stderr
+    return requests, replies
 
 
 if __name__ == "__main__":
-    pipe = sys.stdout.buffer
-    sys.stdout = sys.stderr  # what the candidate prints must not enter the pipe
-    serve(sys.stdin.buffer, pipe)
+    # Run by path, Python put this file's folder first on sys.path: this project's
+    # adapters (optax.py, ...) must not shadow the candidate's packages.
+    if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+        del sys.path[0]
+    serve(*_own_pipes())

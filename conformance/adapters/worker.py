@@ -22,8 +22,10 @@ request it was answering; the next candidate built starts a new worker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -37,12 +39,20 @@ from numpy.typing import NDArray
 
 from conformance.adapters import wire
 from conformance.adapters.objects import BUFFERS
-from conformance.candidate import CandidateError, CandidateSpecError, Group, Support
+from conformance.candidate import (
+    REQUIRED_ATTRIBUTES,
+    WORKER_TIMEOUT,
+    CandidateError,
+    CandidateSpecError,
+    Group,
+    Support,
+    worker_adapter,
+)
 
 __all__ = ["DEFAULT_TIMEOUT", "WorkerAdapter", "WorkerCandidate", "WorkerCrashError", "WorkerRaisedError", "WorkerSpec"]
 
 #: Seconds the worker may take to answer one request (its start and the candidate's import included).
-DEFAULT_TIMEOUT = 120.0
+DEFAULT_TIMEOUT = WORKER_TIMEOUT
 
 #: The worker's program: run by path, so the harness's own packages are not on its ``sys.path``.
 WORKER_PROGRAM = Path(wire.__file__).resolve()
@@ -82,19 +92,27 @@ class WorkerSpec:
 
 
 class _Process:
-    """One worker process and the pipe to it."""
+    """One worker process and the pipe to it.
+
+    The worker runs in a session of its own (so that killing it kills what it
+    started, too), with its standard error in a file (so that it can never
+    block on a full pipe).
+    """
 
     def __init__(self, python: str, timeout: float) -> None:
         self.python = python
         self.timeout = timeout
+        self.closed = False
         self.stderr = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(
-                [python, str(WORKER_PROGRAM)],
+                [_absolute(python), str(WORKER_PROGRAM)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self.stderr,
                 cwd=tempfile.gettempdir(),  # not this project's root: its lucid must not shadow the candidate's
+                env=_worker_environment(),
+                start_new_session=True,
             )
         except OSError as err:
             self.stderr.close()
@@ -103,7 +121,7 @@ class _Process:
         self.stdin, self.fd = self.proc.stdin, self.proc.stdout.fileno()
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.fd, selectors.EVENT_READ)
-        self.pending = b""
+        self.pending = bytearray()  # appended to and consumed from the front: both amortised O(1)
 
     def _fill(self, what: str, deadline: float) -> None:
         remaining = deadline - time.monotonic()
@@ -112,36 +130,63 @@ class _Process:
             raise WorkerCrashError(f"the worker ({self.python}) did not answer {what} within {self.timeout:g} s")
         chunk = os.read(self.fd, 1 << 20)
         if not chunk:
-            ended = self._ended()
-            raise WorkerCrashError(f"the worker ({self.python}) {ended} while answering {what}{self._last_words()}")
+            ended, words = self._ended(), self._last_words()
+            self.kill()
+            raise WorkerCrashError(f"the worker ({self.python}) {ended} while answering {what}{words}")
         self.pending += chunk
 
     def request(self, what: str, message: dict[str, Any]) -> Any:
-        """Send ``message``, wait for the answer; return its result or raise what the candidate raised."""
+        """Send ``message``, wait for the answer; return its result or raise what the candidate raised.
+
+        Raises
+        ------
+        WorkerCrashError
+            If the worker has ended, ends or hangs while answering, or answers
+            with something that is not a reply (it is then killed: what follows
+            in the pipe can no longer be trusted to answer the next request).
+        WorkerRaisedError
+            If the candidate raised.
+        """
+        if self.closed:
+            raise WorkerCrashError(f"the worker ({self.python}) has ended; it cannot answer {what}")
         try:
             wire.write_message(self.stdin, message)
-        except (BrokenPipeError, OSError) as err:
-            raise WorkerCrashError(
-                f"the worker ({self.python}) {self._ended()} before {what} ({err}){self._last_words()}"
-            ) from None
+        except OSError as err:
+            ended, words = self._ended(), self._last_words()
+            self.kill()
+            raise WorkerCrashError(f"the worker ({self.python}) {ended} before {what} ({err}){words}") from None
         deadline = time.monotonic() + self.timeout
+        scanned = 0
 
         def read_line() -> bytes:
-            while b"\n" not in self.pending:
+            nonlocal scanned
+            while (end := self.pending.find(b"\n", scanned)) < 0:
+                scanned = len(self.pending)
                 self._fill(what, deadline)
-            line, _, self.pending = self.pending.partition(b"\n")
-            return line + b"\n"
+            line = bytes(self.pending[: end + 1])
+            del self.pending[: end + 1]
+            return line
 
         def read_exactly(n: int) -> bytes:
             while len(self.pending) < n:
                 self._fill(what, deadline)
-            data, self.pending = self.pending[:n], self.pending[n:]
+            data = bytes(self.pending[:n])
+            del self.pending[:n]
             return data
 
-        reply = wire.read_message(read_line, read_exactly)
-        if reply is None:  # the readers raise at end of input; this is for a reader that returns b""
-            raise WorkerCrashError(f"the worker ({self.python}) closed its output while answering {what}")
+        try:
+            reply = wire.read_message(read_line, read_exactly)
+            if not isinstance(reply, dict) or "ok" not in reply:
+                raise ValueError(f"not a reply: {str(reply)[:80]}")
+        except (ValueError, KeyError, TypeError, IndexError) as err:  # bytes that are not a message
+            self.kill()
+            raise WorkerCrashError(
+                f"the worker ({self.python}) answered {what} with something that is not a reply ({err}); "
+                "was something written to its standard output?"
+            ) from None
         if not reply["ok"]:
+            if reply.get("usage"):
+                raise CandidateSpecError(f"{reply['type']}: {reply['message']}")
             raise WorkerRaisedError(
                 reply["type"], reply["message"], reply["where"], reply["traceback"], reply.get("parameter")
             )
@@ -151,7 +196,6 @@ class _Process:
         try:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.kill()
             return "closed its output"
         if code < 0:
             try:
@@ -161,37 +205,58 @@ class _Process:
         return f"exited with status {code}"
 
     def _last_words(self) -> str:
-        self.stderr.seek(0)
-        lines = self.stderr.read().decode(errors="replace").strip().splitlines()[-3:]
+        try:
+            size = self.stderr.seek(0, os.SEEK_END)
+            self.stderr.seek(max(0, size - 4096))
+            text = self.stderr.read().decode(errors="replace")
+        except (OSError, ValueError):
+            return ""
+        lines = text.strip().splitlines()[-3:]
         return f"; its last words: {' | '.join(lines)}" if lines else ""
 
     @property
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        """Whether the worker can still answer."""
+        return not self.closed and self.proc.poll() is None
 
     def kill(self) -> None:
-        """End the worker at once (it has hung, or the adapter is done) and close its pipes."""
+        """End the worker and all it started at once, and close its pipes."""
+        if self.closed:
+            return
+        self.closed = True
         if self.proc.poll() is None:
-            self.proc.kill()
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        self._release()
-
-    def close(self) -> None:
-        """Close the pipe; the worker then ends by itself (or is killed after 5 s)."""
-        try:
-            self.stdin.close()
-            self.proc.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        self.kill()
-
-    def _release(self) -> None:
         self.selector.close()
         for stream in (self.stdin, self.proc.stdout, self.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stream.close()
-            except (OSError, ValueError):
-                pass
+
+    def close(self) -> None:
+        """Close the pipe, so that the worker ends by itself; then make sure it has."""
+        if self.closed:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        self.kill()
+
+
+def _absolute(python: str) -> str:
+    """``python`` as a path that does not depend on the working directory (the worker runs in another)."""
+    if os.sep in python or (os.altsep and os.altsep in python):
+        return os.path.abspath(python)
+    return shutil.which(python) or python
+
+
+def _worker_environment() -> dict[str, str]:
+    """Return this process's environment, ``PYTHONPATH``'s entries made absolute (the worker runs elsewhere)."""
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
+    return env
 
 
 class WorkerAdapter:
@@ -205,25 +270,37 @@ class WorkerAdapter:
         The candidate's ``module:attr`` in that environment (or a spec naming it).
     timeout : float, default :data:`DEFAULT_TIMEOUT`
         Seconds the worker may take to answer one request before it is killed.
+    info : dict, optional
+        What an earlier worker said of the candidate (a copy of this adapter in
+        another process): then no worker starts until the first candidate is built.
 
     Raises
     ------
     CandidateSpecError
-        If ``python`` cannot be run, or the worker cannot import the candidate's module.
+        If ``python`` cannot be run, or the worker cannot find the candidate
+        (no such module or attribute, not a class).
     CandidateError
-        If the worker dies while starting, or the candidate's module raises on import.
+        If the worker dies while starting, the candidate's module raises on
+        import, or the class lacks a method the harness calls.
     """
 
     optimizer_class = None
 
-    def __init__(self, python: str, spec: WorkerSpec | str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        python: str,
+        spec: WorkerSpec | str,
+        timeout: float = DEFAULT_TIMEOUT,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         self.python = python
         self.spec = spec if isinstance(spec, WorkerSpec) else WorkerSpec(spec)
         self.timeout = timeout
         self.name = self.spec.name or self.spec.candidate.replace(":", ".")
         self._process: _Process | None = None
         self._dropped: list[int] = []
-        info = self._start()
+        self.info = info if info is not None else self._start()
+        info = self.info
         self.version = str(info["version"])
         self.interpreter = f"Python {info['python']}, NumPy {info['numpy']} ({info['executable']})"
         self.supports = self.spec.supports or Support(maximize=bool(info["maximize"]), object_api=False)
@@ -232,24 +309,28 @@ class WorkerAdapter:
         return f"WorkerAdapter({self.name} under {self.python})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return WorkerAdapter, (self.python, self.spec, self.timeout)
+        # Rebuilt through the per-process cache, with what this worker said: a copy in a pool
+        # process starts one worker there, on its first candidate, not one per unpickling.
+        return worker_adapter, (self.python, self.spec, self.timeout, self.info)
 
     def _start(self) -> dict[str, Any]:
         if self._process is not None:  # a worker that died (or hung and was killed): free its pipes
             self._process.kill()
         self._process = _Process(self.python, self.timeout)
         self._dropped.clear()
+        hello = {
+            "op": "hello",
+            "candidate": self.spec.candidate,
+            "buffers": list(BUFFERS),
+            "required": list(REQUIRED_ATTRIBUTES),
+        }
         try:
-            return self._process.request(
-                f"the import of {self.spec.candidate}",
-                {"op": "hello", "candidate": self.spec.candidate, "buffers": list(BUFFERS)},
-            )
+            return self._process.request(f"the import of {self.spec.candidate}", hello)
+        except CandidateSpecError as err:  # the worker found no such module, attribute or class
+            self._process.close()
+            raise CandidateSpecError(f"{self.python} cannot import {self.spec.candidate}: {err}") from None
         except WorkerRaisedError as err:
             self._process.close()
-            if err.remote_type in {"ModuleNotFoundError", "AttributeError"}:
-                raise CandidateSpecError(
-                    f"{self.python} cannot import {self.spec.candidate}: {err.remote_type}: {err}"
-                ) from None
             raise CandidateError(
                 f"importing {self.spec.candidate} under {self.python} raised {err.remote_type}: {err}"
             ) from None

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 
-from conformance.candidate import CANDIDATE_SETTING, PYTHON_SETTING, chosen_candidate, chosen_python
+from conformance.candidate import (
+    CANDIDATE_SETTING,
+    PYTHON_SETTING,
+    WORKER_TIMEOUT,
+    CandidateSpecError,
+    chosen_candidate,
+    chosen_python,
+)
 
 __all__ = ["add_candidate_options", "resolve_candidate"]
 
@@ -34,7 +41,7 @@ def add_candidate_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECONDS",
         help="with --candidate-python: seconds the worker may take to answer one request before it is "
-        "killed and the candidate reported as not running (default 120)",
+        f"killed and the candidate reported as not running (default {WORKER_TIMEOUT:g})",
     )
 
 
@@ -52,4 +59,6 @@ def resolve_candidate(args: argparse.Namespace) -> object:
     """Return the adapter ``args`` name (:func:`conformance.candidate.resolve`); raises as it does."""
     from conformance.candidate import resolve
 
+    if args.candidate_timeout is not None and not args.candidate_python:
+        raise CandidateSpecError("--candidate-timeout applies to a worker process: give --candidate-python too")
     return resolve(args.optimizer, python=args.candidate_python, timeout=args.candidate_timeout)

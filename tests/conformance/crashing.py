@@ -94,3 +94,12 @@ class IndexesZeroD(RMSprop):
                 if param.data.ndim == 0:
                     param.data[:] = 0.0  # IndexError: too many indices for a 0-d array
         return super().step(closure)
+
+
+class WritesToStandardOutput(RMSprop):
+    """Lucid's RMSprop, except that ``step`` writes to file descriptor 1 and prints, as native code and debugging do."""
+
+    def step(self, closure: Any = None) -> Any:
+        os.write(1, b'{"ok": true, "result": "not a reply"}\n')
+        print("step")
+        return super().step(closure)

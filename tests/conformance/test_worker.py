@@ -11,6 +11,8 @@ usage error (exit status 2).
 
 from __future__ import annotations
 
+import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +72,11 @@ def test_worker_computes_what_the_process_computes(spec: str, dtype: type) -> No
     sd_there, sd_here = there.state_dict(), here.state_dict()
     assert sd_there["param_groups"] == sd_here["param_groups"]
     assert sorted(sd_there["state"]) == sorted(sd_here["state"]) == [0, 1, 2]
+    for index, ours in sd_here["state"].items():
+        theirs = sd_there["state"][index]
+        assert sorted(theirs) == sorted(ours) and float(theirs["step"]) == float(ours["step"])
+        for key in set(ours) - {"step"}:
+            assert theirs[key].dtype == ours[key].dtype and theirs[key].tobytes() == ours[key].tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
@@ -199,3 +206,73 @@ def test_the_parameter_that_raised_is_named(where: str, test_candidates_importab
         match=r"raised IndexError at step 0 \(its traceback holds parameter #1 float64\[\] group 0\): ",
     ):
         pair.step([np.ones(3), np.asarray(1.0), np.ones((2, 2))])
+
+
+def test_what_the_candidate_writes_to_standard_output_stays_out_of_the_pipe(test_candidates_importable: None) -> None:
+    """A reply-shaped line written to fd 1 by the candidate goes to stderr; the numbers still come back right."""
+    params0 = [np.linspace(-1, 1, 5)]
+    here = resolve("lucid.optim:RMSprop").create(params0, [Group((0,), Hyper())], "cpu")
+    there = WorkerAdapter(PYTHON, "crashing:WritesToStandardOutput").create(params0, [Group((0,), Hyper())], "cpu")
+    for _ in range(3):
+        here.step([np.ones(5)])
+        there.step([np.ones(5)])
+    assert there.param(0).tobytes() == here.param(0).tobytes()
+
+
+def test_a_garbled_reply_kills_the_worker_rather_than_answer_late(test_candidates_importable: None) -> None:
+    adapter = WorkerAdapter(PYTHON, "lucid.optim:RMSprop")
+    candidate = adapter.create([np.ones(3), np.full(2, 5.0)], [Group((0, 1), Hyper())], "cpu")
+    adapter._process.pending += b"not a message\n"  # as if something had written into the pipe
+    with pytest.raises(WorkerCrashError, match="not a reply"):
+        candidate.param(0)
+    with pytest.raises(WorkerCrashError, match="has ended"):
+        candidate.param(1)  # not the reply meant for param(0)
+    fresh = adapter.create([np.ones(3), np.full(2, 5.0)], [Group((0, 1), Hyper())], "cpu")
+    np.testing.assert_array_equal(fresh.param(1), np.full(2, 5.0))
+
+
+def test_after_a_timeout_the_candidate_says_its_worker_ended(test_candidates_importable: None) -> None:
+    adapter = WorkerAdapter(PYTHON, "crashing:HangsInStep", timeout=2.0)
+    candidate = adapter.create([np.ones(2)], [Group((0,), Hyper())], "cpu")
+    with pytest.raises(WorkerCrashError, match="within 2 s"):
+        candidate.step([np.ones(2)])
+    with pytest.raises(WorkerCrashError, match="has ended"):
+        candidate.param(0)
+
+
+def test_large_arrays_cross_the_pipe() -> None:
+    """32 MiB each way (a parameter of 2**22 float64), exactly."""
+    values = np.random.default_rng(0).standard_normal(2**22)
+    candidate = resolve("torch.optim:RMSprop", python=PYTHON).create([values], [Group((0,), Hyper())], "cpu")
+    assert candidate.param(0).tobytes() == values.tobytes()
+
+
+def test_a_copy_in_another_process_reuses_the_cached_adapter() -> None:
+    """Unpickling (a pool process's copy) goes through the cache: one worker per process, not per case."""
+    adapter = resolve("torch.optim:RMSprop", python=PYTHON)
+    assert pickle.loads(pickle.dumps(adapter)) is adapter
+
+
+def test_a_relative_interpreter_path_is_taken_from_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(PYTHON).parent)
+    adapter = WorkerAdapter(os.path.join(".", Path(PYTHON).name), "torch.optim:RMSprop")
+    assert adapter.version.startswith("2.")
+
+
+def test_the_worker_does_not_see_this_projects_adapters_folder() -> None:
+    """Run by path, the worker drops its own folder from sys.path: ``worker`` here is nothing."""
+    with pytest.raises(CandidateSpecError, match="no module 'worker'"):
+        WorkerAdapter(PYTHON, "worker:WorkerAdapter")
+
+
+def test_a_missing_dependency_of_the_candidate_is_its_failure_not_a_usage_error(
+    test_candidates_importable: None,
+) -> None:
+    with pytest.raises(CandidateError, match="no_such_dependency_of_the_candidate") as caught:
+        WorkerAdapter(PYTHON, "needs_a_missing_module:RMSprop")
+    assert not isinstance(caught.value, CandidateSpecError)
+
+
+def test_timeout_without_a_worker_is_a_usage_error() -> None:
+    done = _check("--candidate-timeout", "5")
+    assert done.returncode == 2 and "--candidate-timeout applies to a worker process" in done.stderr, done.stderr
