@@ -44,6 +44,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "CONTINUOUS",
     "LOCKSTEP_BOUND",
     "Hyper",
     "StepScales",
@@ -74,6 +75,14 @@ class Hyper:
     def kwargs(self) -> dict[str, Any]:
         """Return the constructor keywords shared by Lucid and torch."""
         return dict(vars(self))
+
+    def continuous(self) -> dict[str, float]:
+        """Return the continuous hyperparameters (:data:`CONTINUOUS`), by name."""
+        return {name: getattr(self, name) for name in CONTINUOUS}
+
+
+#: The continuous hyperparameters of :class:`Hyper` (the others are the flags ``centered`` and ``maximize``).
+CONTINUOUS = ("lr", "alpha", "eps", "momentum", "weight_decay")
 
 
 def unit_roundoff(dtype: np.dtype[Any] | type) -> float:

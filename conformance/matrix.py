@@ -128,14 +128,28 @@ class FlagConfig:
         """A short stable identifier, e.g. ``c1-m1-wd0-max0``."""
         return f"c{int(self.centered)}-m{int(self.momentum > 0)}-wd{int(self.weight_decay > 0)}-max{int(self.maximize)}"
 
-    def hyper(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8) -> Hyper:
-        """Return this combination's hyperparameters with the given continuous values."""
+    def hyper(
+        self,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        momentum: float | None = None,
+        weight_decay: float | None = None,
+    ) -> Hyper:
+        """Return this combination's hyperparameters with the given continuous values.
+
+        ``momentum`` and ``weight_decay`` are the values to use where this
+        combination turns them on (default: the matrix's own, :data:`FLAGS`);
+        where it turns them off they are 0.
+        """
         return Hyper(
             lr=lr,
             alpha=alpha,
             eps=eps,
-            weight_decay=self.weight_decay,
-            momentum=self.momentum,
+            weight_decay=(self.weight_decay if weight_decay is None else weight_decay)
+            if self.weight_decay > 0
+            else 0.0,
+            momentum=(self.momentum if momentum is None else momentum) if self.momentum > 0 else 0.0,
             centered=self.centered,
             maximize=self.maximize,
         )

@@ -10,8 +10,9 @@ scenarios (:mod:`conformance.strategies`) search around them.
 
 from __future__ import annotations
 
+from conformance.compare import Hyper
 from conformance.matrix import Case
-from conformance.scenario import GroupSpec, HyperChange, ParamSpec, Scenario
+from conformance.scenario import HyperChange, ParamSpec, Scenario
 
 __all__ = ["hyper_probe", "probe_scenarios", "tensor_probe"]
 
@@ -49,8 +50,8 @@ def tensor_probe(case: Case, seed: int = 0) -> Scenario:
     before the first gradient shows it.
     """
     groups = (
-        GroupSpec(lr=1e-2, alpha=0.9, eps=1e-8, momentum=0.9, weight_decay=1e-2),
-        GroupSpec(lr=3e-3, alpha=0.75, eps=1e-6, momentum=0.5, weight_decay=1e-3),
+        Hyper(lr=1e-2, alpha=0.9, eps=1e-8, momentum=0.9, weight_decay=1e-2),
+        Hyper(lr=3e-3, alpha=0.75, eps=1e-6, momentum=0.5, weight_decay=1e-3),
     )
     steps = 12
     large = LARGE_SHAPE_COMPLEX if case.np_dtype.kind == "c" else LARGE_SHAPE
@@ -83,7 +84,7 @@ def tensor_probe(case: Case, seed: int = 0) -> Scenario:
 #: The sign probe's hyperparameters: every one a power of two or 1 - a power of two, exact in
 #: every dtype, so rounding them to the dtype (torch does, an implementation in a wider type
 #: does not) is exact and leaves no systematic error of its own (:mod:`conformance.checks.sign`).
-SIGN_GROUP = GroupSpec(lr=2.0**-10, alpha=1 - 2.0**-3, eps=2.0**-27, momentum=1 - 2.0**-3, weight_decay=2.0**-10)
+SIGN_GROUP = Hyper(lr=2.0**-10, alpha=1 - 2.0**-3, eps=2.0**-27, momentum=1 - 2.0**-3, weight_decay=2.0**-10)
 
 
 #: The free run's large parameter, for the growth check's sign counts: 1023 elements (not a
@@ -92,16 +93,16 @@ GROWTH_SHAPE = (1023,)
 #: The free run's param groups: the lockstep probe's values made exact in every dtype (the
 #: growth check judges only such constants), and its lr change a factor of 1/4.
 FREE_RUN_GROUPS = (
-    GroupSpec(lr=2.0**-7, alpha=1 - 2.0**-3, eps=2.0**-27, momentum=1 - 2.0**-3, weight_decay=2.0**-7),
-    GroupSpec(lr=2.0**-8, alpha=0.75, eps=2.0**-20, momentum=0.5, weight_decay=2.0**-10),
+    Hyper(lr=2.0**-7, alpha=1 - 2.0**-3, eps=2.0**-27, momentum=1 - 2.0**-3, weight_decay=2.0**-7),
+    Hyper(lr=2.0**-8, alpha=0.75, eps=2.0**-20, momentum=0.5, weight_decay=2.0**-10),
 )
 
 
 def probe_scenarios(case: Case, seed: int = 0) -> list[Scenario]:
     """Return the fixed battery of one case: a lockstep + state_dict probe, a free run and a sign probe."""
     groups = (
-        GroupSpec(lr=1e-2, alpha=0.9, eps=1e-8, momentum=0.9, weight_decay=1e-2),
-        GroupSpec(lr=3e-3, alpha=0.75, eps=1e-6, momentum=0.5, weight_decay=1e-3),
+        Hyper(lr=1e-2, alpha=0.9, eps=1e-8, momentum=0.9, weight_decay=1e-2),
+        Hyper(lr=3e-3, alpha=0.75, eps=1e-6, momentum=0.5, weight_decay=1e-3),
     )
     lockstep = Scenario(
         case=case.id,
@@ -177,8 +178,8 @@ def hyper_probe(case: Case, seed: int = 0) -> Scenario:
     return Scenario(
         case=case.id,
         groups=(
-            GroupSpec(lr=1e-2, alpha=0.3, eps=0.0, momentum=0.5, weight_decay=1e-2),
-            GroupSpec(lr=3e-3, alpha=1.0 - 1e-6, eps=1e-6, momentum=0.0, weight_decay=0.0),
+            Hyper(lr=1e-2, alpha=0.3, eps=0.0, momentum=0.5, weight_decay=1e-2),
+            Hyper(lr=3e-3, alpha=1.0 - 1e-6, eps=1e-6, momentum=0.0, weight_decay=0.0),
         ),
         params=(
             ParamSpec(shape=(7,), group=0, none_every=1),

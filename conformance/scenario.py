@@ -28,11 +28,12 @@ from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from conformance.compare import Hyper
+from conformance.compare import CONTINUOUS, Hyper
 from conformance.matrix import Case, case_by_id
 from conformance.streams import LAYOUTS, NONFINITE, SPECIALS, STREAM_KINDS
 
 __all__ = [
+    "DEFAULT_GROUP",
     "FAMILIES",
     "MAX_CHANGES",
     "MAX_ELEMENTS",
@@ -42,7 +43,6 @@ __all__ = [
     "MAX_STEPS",
     "MAX_TOKEN_BYTES",
     "SCHEDULABLE",
-    "GroupSpec",
     "HyperChange",
     "ParamSpec",
     "Scenario",
@@ -100,15 +100,9 @@ class ScenarioIdError(ValueError):
     """A scenario (replay) id that is corrupt or outside the bounds; the message names the field."""
 
 
-@dataclass(frozen=True)
-class GroupSpec:
-    """The continuous hyperparameters of one param group (the flags come from the case)."""
-
-    lr: float = 1e-2
-    alpha: float = 0.99
-    eps: float = 1e-8
-    momentum: float = 0.9
-    weight_decay: float = 1e-2
+#: A param group's hyperparameters when none are given: momentum and weight decay at the values
+#: used where the case turns them on.
+DEFAULT_GROUP = Hyper(momentum=0.9, weight_decay=1e-2)
 
 
 @dataclass(frozen=True)
@@ -152,7 +146,10 @@ class Scenario:
     """One example of the conformance matrix."""
 
     case: str
-    groups: tuple[GroupSpec, ...] = (GroupSpec(),)
+    #: Each param group's continuous hyperparameters (:data:`~conformance.compare.CONTINUOUS`);
+    #: ``centered`` and ``maximize`` are the case's, and momentum and weight decay apply
+    #: only where the case turns them on (:meth:`hyper`).
+    groups: tuple[Hyper, ...] = (DEFAULT_GROUP,)
     params: tuple[ParamSpec, ...] = (ParamSpec(),)
     steps: int = 12
     seed: int = 0
@@ -177,16 +174,10 @@ class Scenario:
 
     def hyper(self, group: int, lr: float | None = None) -> Hyper:
         """Return group ``group``'s full hyperparameters (flags from the case)."""
-        flags, spec = self.matrix_case.flags, self.groups[group]
-        return Hyper(
-            lr=spec.lr if lr is None else lr,
-            alpha=spec.alpha,
-            eps=spec.eps,
-            weight_decay=spec.weight_decay if flags.weight_decay > 0 else 0.0,
-            momentum=spec.momentum if flags.momentum > 0 else 0.0,
-            centered=flags.centered,
-            maximize=flags.maximize,
-        )
+        values = self.groups[group].continuous()
+        if lr is not None:
+            values["lr"] = lr
+        return self.matrix_case.flags.hyper(**values)
 
     @property
     def hypers(self) -> list[Hyper]:
@@ -210,6 +201,7 @@ class Scenario:
         """Return a compact, URL-safe string from which :meth:`from_id` rebuilds this scenario."""
         data = asdict(self)
         data.pop("label")
+        data["groups"] = [g.continuous() for g in self.groups]  # the flags are the case's
         if not data["schedule"]:
             data.pop("schedule")  # ids without a schedule stay as they were before it existed
         raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
@@ -325,9 +317,9 @@ def _object(value: Any, name: str, known: set[str], required: AbstractSet[str] =
     return value
 
 
-def _group(value: Any, name: str) -> GroupSpec:
-    data = _object(value, name, {f.name for f in fields(GroupSpec)})
-    spec = GroupSpec(**{key: _number(item, f"{name}.{key}", nonnegative=True) for key, item in data.items()})
+def _group(value: Any, name: str) -> Hyper:
+    data = _object(value, name, set(CONTINUOUS))
+    spec = Hyper(**{key: _number(item, f"{name}.{key}", nonnegative=True) for key, item in data.items()})
     if spec.alpha > 1:  # torch accepts it (every root is then NaN); Lucid refuses it
         raise ScenarioIdError(f"{name}.alpha must be in [0, 1], got {_show(spec.alpha)}")
     return spec
@@ -378,10 +370,10 @@ def _change(value: Any, name: str, groups: int, steps: int) -> HyperChange:
     )
 
 
-def _check_schedule(case: Case, groups: tuple[GroupSpec, ...], changes: tuple[HyperChange, ...]) -> None:
+def _check_schedule(case: Case, groups: tuple[Hyper, ...], changes: tuple[HyperChange, ...]) -> None:
     """Refuse a schedule torch cannot follow, or that leaves the valid ranges (walked change by change)."""
     flags = case.flags
-    current = [dict(asdict(g)) for g in groups]
+    current = [g.continuous() for g in groups]
     for change in changes:
         if change.name == "momentum" and not flags.momentum > 0:
             raise ScenarioIdError(f"schedule: momentum cannot change in case {case.id} (its momentum is off)")

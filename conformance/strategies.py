@@ -28,8 +28,9 @@ from dataclasses import replace
 import numpy as np
 from hypothesis import strategies as st
 
+from conformance.compare import Hyper
 from conformance.matrix import HYPER_BOUNDARIES, HYPER_LOG_FLOORS, HYPER_RANGES, MAX_GROUPS, Case
-from conformance.scenario import SCHEDULABLE, GroupSpec, HyperChange, ParamSpec, Scenario
+from conformance.scenario import SCHEDULABLE, HyperChange, ParamSpec, Scenario
 from conformance.streams import LAYOUTS, NONFINITE, SPECIALS, STREAM_KINDS
 
 __all__ = [
@@ -69,13 +70,13 @@ def hyper_value(name: str) -> st.SearchStrategy[float]:
     return st.one_of(st.sampled_from(HYPER_BOUNDARIES[name]), inner, inner, inner)
 
 
-def group_specs() -> st.SearchStrategy[GroupSpec]:
+def group_specs() -> st.SearchStrategy[Hyper]:
     """Draw one param group's continuous hyperparameters."""
-    return st.builds(GroupSpec, **{name: hyper_value(name) for name in HYPER_RANGES})
+    return st.builds(Hyper, **{name: hyper_value(name) for name in HYPER_RANGES})
 
 
 @st.composite
-def schedules(draw: st.DrawFn, case: Case, groups: tuple[GroupSpec, ...], steps: int) -> tuple[HyperChange, ...]:
+def schedules(draw: st.DrawFn, case: Case, groups: tuple[Hyper, ...], steps: int) -> tuple[HyperChange, ...]:
     """Draw up to :data:`MAX_DRAWN_CHANGES` hyperparameter changes, each before one of steps 1..steps-1.
 
     Any :data:`~conformance.scenario.SCHEDULABLE` hyperparameter the case uses

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 from conformance.checks import run_checks
-from conformance.scenario import GroupSpec, ParamSpec, Scenario
+from conformance.compare import Hyper
+from conformance.scenario import ParamSpec, Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 
-_OFF = GroupSpec(lr=0.0, alpha=0.0, eps=0.0, momentum=0.0, weight_decay=0.0)
+_OFF = Hyper(lr=0.0, alpha=0.0, eps=0.0, momentum=0.0, weight_decay=0.0)
 
 FOUND = {
     # Centered, alpha = 1e-6: lerp makes a small grad_avg out of a large old one, so the error of
@@ -28,7 +29,7 @@ FOUND = {
     # |v| / var and the bound was 18.7 units short (Unfused, search seed 5).
     "lerp_cancels": Scenario(
         case="c1-m0-wd1-max1-complex128-cpu-foreach0-cap0-tlr0",
-        groups=(_OFF, GroupSpec(lr=1.0, alpha=1e-6, eps=0.0, momentum=0.0, weight_decay=0.0)),
+        groups=(_OFF, Hyper(lr=1.0, alpha=1e-6, eps=0.0, momentum=0.0, weight_decay=0.0)),
         params=(ParamSpec(shape=()), ParamSpec(shape=(3,), group=1)),
         steps=2,
         checks=("lockstep",),
@@ -38,7 +39,7 @@ FOUND = {
     # scale had no underflow term (WiderIntermediates, search seed 1).
     "subnormal_square": Scenario(
         case="c0-m0-wd0-max0-float32-cpu-foreach0-cap0-tlr0",
-        groups=(_OFF, GroupSpec(lr=1.0, alpha=0.0, eps=0.0, momentum=0.0, weight_decay=0.0)),
+        groups=(_OFF, Hyper(lr=1.0, alpha=0.0, eps=0.0, momentum=0.0, weight_decay=0.0)),
         params=(
             ParamSpec(shape=()),
             ParamSpec(shape=(), group=1),
@@ -54,7 +55,7 @@ FOUND = {
     # error scale counted u * G only (WiderIntermediates, search seed 15).
     "subnormal_decayed_gradient": Scenario(
         case="c1-m0-wd1-max1-complex64-cpu-foreach0-cap0-tlr0",
-        groups=(GroupSpec(lr=1.0, alpha=0.999999, eps=0.0, momentum=0.0, weight_decay=8.740592603976381e-06),),
+        groups=(Hyper(lr=1.0, alpha=0.999999, eps=0.0, momentum=0.0, weight_decay=8.740592603976381e-06),),
         params=(ParamSpec(shape=(), param_scale=0.001, special="all"),),
         steps=11,
         seed=1760015,
@@ -66,7 +67,7 @@ FOUND = {
     # so neither is the formula's (Unfused, a state handed to torch, search seed 14).
     "overflowed_mean_square": Scenario(
         case="c1-m0-wd1-max0-float32-cpu-foreach0-cap0-tlr0",
-        groups=(GroupSpec(lr=1.0, alpha=0.0, eps=1e-08, momentum=0.0, weight_decay=0.1), _OFF, _OFF),
+        groups=(Hyper(lr=1.0, alpha=0.0, eps=1e-08, momentum=0.0, weight_decay=0.1), _OFF, _OFF),
         params=(ParamSpec(shape=(), none_every=3), ParamSpec(shape=(), group=1), ParamSpec(shape=(), group=2)),
         steps=8,
         checks=("lockstep", "state_dict"),
@@ -79,8 +80,8 @@ FOUND = {
         case="c0-m1-wd1-max1-float32-cpu-foreach1-cap0-tlr0",
         groups=(
             _OFF,
-            GroupSpec(lr=0.011648448858523917, alpha=1.0, eps=1e-12, momentum=0.8130290508270264, weight_decay=1e-06),
-            GroupSpec(lr=0.0, alpha=0.0, eps=0.0, momentum=0.0, weight_decay=1e-06),
+            Hyper(lr=0.011648448858523917, alpha=1.0, eps=1e-12, momentum=0.8130290508270264, weight_decay=1e-06),
+            Hyper(lr=0.0, alpha=0.0, eps=0.0, momentum=0.0, weight_decay=1e-06),
         ),
         params=(ParamSpec(shape=()), ParamSpec(shape=(1,), group=1), ParamSpec(shape=(), group=2)),
         steps=9,

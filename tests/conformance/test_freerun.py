@@ -8,14 +8,15 @@ import numpy as np
 from mutants import _Honest
 
 from conformance.checks import run_checks
-from conformance.scenario import GroupSpec, ParamSpec, Scenario
+from conformance.compare import Hyper
+from conformance.scenario import ParamSpec, Scenario
 
 STEPS = 100
 
 
 def _scenario(case: str, *, lr: float = 0.01, weight_decay: float = 0.1) -> Scenario:
     """100 free-running steps of one (8,) parameter whose gradients carry NaNs (its parts go NaN early)."""
-    group = GroupSpec(lr=lr, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=weight_decay)
+    group = Hyper(lr=lr, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=weight_decay)
     param = ParamSpec(shape=(8,), nonfinite="nan")
     return Scenario(case=case, groups=(group,), params=(param,), steps=STEPS, seed=5, checks=("freerun",))
 

@@ -8,7 +8,7 @@ from gating import covering_cases
 from hypothesis import given
 
 from conformance.matrix import CASE_DTYPES, DEVICES, HYPER_BOUNDARIES, HYPER_RANGES, IMPLS, case_by_id, cases
-from conformance.scenario import GroupSpec, ParamSpec, Scenario
+from conformance.scenario import DEFAULT_GROUP, ParamSpec, Scenario
 from conformance.strategies import scenarios
 from conformance.streams import copy_layout, materialize
 
@@ -53,7 +53,7 @@ def test_drawn_hyperparameters_are_in_range(scenario: Scenario) -> None:
 def test_stream_features_reach_the_optimizers() -> None:
     scenario = Scenario(
         case=CASE.id,
-        groups=(GroupSpec(),),
+        groups=(DEFAULT_GROUP,),
         params=(
             ParamSpec(shape=(4, 6), layout="strided", nonfinite="mixed"),
             ParamSpec(shape=(3, 5), layout="transposed", none_every=2),
