@@ -149,9 +149,25 @@ class LockstepPair:
         shape, dtype = self.shapes[index]
         return f"#{index} {dtype}{list(shape)} group {self.group_of[index]}"
 
-    def describe_params(self) -> str:
-        """Name every parameter by index, shape, dtype and group, for a message."""
-        return ", ".join(self._describe(i) for i in range(len(self.shapes)))
+    def describe_params(self, most: int = 8) -> str:
+        """Name the parameters by index, shape, dtype and group, for a message: all, or ``most`` of a longer list.
+
+        Of more than ``most``, the first ``most - 2``, the last and the count are
+        named, and every 0-d and empty parameter (the shapes implementations
+        most often mishandle).
+        """
+        count = len(self.shapes)
+        if count <= most:
+            return "parameters " + ", ".join(self._describe(i) for i in range(count))
+        odd = [i for i, (shape, _) in enumerate(self.shapes) if len(shape) == 0 or 0 in shape]
+        named = sorted({*range(most - 2), count - 1, *odd})
+        parts, previous = [], -1
+        for i in named:
+            if i > previous + 1:
+                parts.append("...")
+            parts.append(self._describe(i))
+            previous = i
+        return f"{count} parameters: " + ", ".join(parts)
 
     def _call(self, what: str, method: Any, *args: Any) -> Any:
         """Call a candidate method; an exception becomes :class:`CandidateStepError` naming ``what`` and the params."""
@@ -162,7 +178,7 @@ class LockstepPair:
             index = getattr(err, "parameter", None)  # the parameter it was working on, where its traceback says
             on = f" (its traceback holds parameter {self._describe(index)})" if isinstance(index, int) else ""
             raise CandidateStepError(
-                f"{self.adapter.name} raised {kind} {what}{on}: {err} (parameters {self.describe_params()})"
+                f"{self.adapter.name} raised {kind} {what}{on}: {err} ({self.describe_params()})"
             ) from err
 
     def _torch_lr(self, lr: float) -> Any:

@@ -168,3 +168,13 @@ def test_a_class_given_as_an_object_is_replayed_by_its_import_path() -> None:
     report = check_candidate(mutants.EpsInsideRoot, case_filter="c0-m0-wd0-max0-float32-cpu-foreach0")
     replays = [line for line in report.failure_lines() if line.startswith("  replay: ")]
     assert replays and all(line.endswith(" --optimizer mutants:EpsInsideRoot") for line in replays), replays
+
+
+def test_a_long_parameter_list_is_named_in_part_keeping_the_odd_shapes() -> None:
+    from conformance.runners import LockstepPair
+
+    params0 = [np.ones(3)] * 10 + [np.ones(()), np.ones((3, 0))] + [np.ones(2)] * 20
+    text = LockstepPair(params0, Hyper(), foreach=False, candidate="torch.optim:RMSprop").describe_params()
+    assert text.startswith("32 parameters: #0 float64[3] group 0")
+    assert "#10 float64[] group 0" in text and "#11 float64[3, 0] group 0" in text and "#31 float64[2]" in text
+    assert "#20 " not in text and text.count("...") == 2
