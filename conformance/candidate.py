@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 from numpy.typing import NDArray
 
 from conformance.adapters import wire
-from conformance.compare import Hyper
+from conformance.rmsprop import Hyper
 
 __all__ = [
     "CANDIDATE_SETTING",

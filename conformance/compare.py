@@ -43,10 +43,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from conformance.rmsprop import Hyper
+
 __all__ = [
-    "CONTINUOUS",
     "LOCKSTEP_BOUND",
-    "Hyper",
     "StepScales",
     "nonfinite_mismatch",
     "nonfinite_mismatch_mask",
@@ -58,31 +58,6 @@ __all__ = [
 
 #: Maximum honest lockstep difference, in units of ``u * scale`` (derivation above).
 LOCKSTEP_BOUND = 16.0
-
-
-@dataclass(frozen=True)
-class Hyper:
-    """One parameter group's RMSprop hyperparameters."""
-
-    lr: float = 1e-2
-    alpha: float = 0.99
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    momentum: float = 0.0
-    centered: bool = False
-    maximize: bool = False
-
-    def kwargs(self) -> dict[str, Any]:
-        """Return the constructor keywords shared by Lucid and torch."""
-        return dict(vars(self))
-
-    def continuous(self) -> dict[str, float]:
-        """Return the continuous hyperparameters (:data:`CONTINUOUS`), by name."""
-        return {name: getattr(self, name) for name in CONTINUOUS}
-
-
-#: The continuous hyperparameters of :class:`Hyper` (the others are the flags ``centered`` and ``maximize``).
-CONTINUOUS = ("lr", "alpha", "eps", "momentum", "weight_decay")
 
 
 def unit_roundoff(dtype: np.dtype[Any] | type) -> float:

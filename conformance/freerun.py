@@ -59,10 +59,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from conformance.adapters.objects import BUFFERS
 from conformance.candidate import Adapter
-from conformance.compare import Hyper, nonfinite_mismatch_mask, pinned_nonfinite, step_scales, unit_roundoff
+from conformance.compare import nonfinite_mismatch_mask, pinned_nonfinite, step_scales, unit_roundoff
 from conformance.oracle import oracle_step
+from conformance.rmsprop import BUFFERS, Hyper
 from conformance.runners import LockstepPair
 from conformance.streams import as_real
 

@@ -10,8 +10,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from conformance.candidate import Adapter
-from conformance.compare import Hyper, nonfinite_mismatch_mask, normalised_error, pinned_nonfinite, step_scales
+from conformance.compare import nonfinite_mismatch_mask, normalised_error, pinned_nonfinite, step_scales
 from conformance.oracle import Verdict, verdict
+from conformance.rmsprop import Hyper
 from conformance.runners import LockstepPair, StepRecord
 
 __all__ = ["LockstepResult", "run_lockstep"]

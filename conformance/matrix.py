@@ -3,7 +3,7 @@
 Every test and the command line generate their cases from the tables below;
 there are no hand-written case lists.  A *case* fixes the discrete axes (the
 numerical flags, the dtype, the device and torch's implementation); the
-continuous hyperparameters are drawn per example from :data:`HYPER_RANGES`
+continuous hyperparameters are drawn per example from :data:`~conformance.rmsprop.HYPER_RANGES`
 (see :mod:`conformance.strategies`), several param groups per example, each
 with its own values.
 """
@@ -19,17 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from conformance.compare import Hyper
+from conformance.rmsprop import FLAGS, Hyper
 
 __all__ = [
     "CASE_DTYPES",
     "COMPLEX_DTYPES",
     "DEVICES",
     "DTYPES",
-    "FLAGS",
-    "HYPER_BOUNDARIES",
-    "HYPER_LOG_FLOORS",
-    "HYPER_RANGES",
     "IMPLS",
     "MAX_GROUPS",
     "TORCH_IMPLS",
@@ -43,15 +39,6 @@ __all__ = [
     "flag_configs",
     "select_cases",
 ]
-
-#: Each numerical flag and the values it takes (momentum and weight decay: off and on;
-#: the "on" value here is only the default, examples draw it from :data:`HYPER_RANGES`).
-FLAGS: dict[str, tuple[object, ...]] = {
-    "centered": (False, True),
-    "momentum": (0.0, 0.9),
-    "weight_decay": (0.0, 1e-2),
-    "maximize": (False, True),
-}
 
 #: The real dtypes (the drift report's, :func:`conformance.report.cases.build_cases`).
 DTYPES = (np.float32, np.float64)
@@ -70,45 +57,6 @@ CASE_DTYPES = DTYPES + COMPLEX_DTYPES
 TORCH_IMPLS = (False, True)
 
 DEVICES = ("cpu", "cuda")
-
-#: The valid range of each continuous hyperparameter, ``(low, high, spacing)``: every
-#: drawn value lies in ``[low, high]``, bounds included.  The low end is what torch
-#: 2.13 accepts (``0 <= value`` for all five); ``alpha`` stops at 1, which Lucid
-#: refuses to exceed (torch accepts ``alpha > 1``, where ``square_avg`` turns negative
-#: and every root is NaN); the other high ends are the largest values a training run
-#: uses (torch accepts any).  ``"log"`` spacing draws log-uniformly from
-#: :data:`HYPER_LOG_FLOORS` up to ``high`` (and ``low`` itself through
-#: :data:`HYPER_BOUNDARIES`); ``momentum`` and ``weight_decay`` are drawn only when
-#: the case's flag switches them on.  The eps range is what torch's own tests never
-#: exercise (they keep the default 1e-8).
-HYPER_RANGES: dict[str, tuple[float, float, str]] = {
-    "lr": (0.0, 1.0, "log"),
-    "alpha": (0.0, 1.0, "linear"),
-    "eps": (0.0, 1e-2, "log"),
-    "momentum": (0.0, 0.99, "linear"),
-    "weight_decay": (0.0, 1e-1, "log"),
-}
-
-#: Where the log-uniform part of a ``"log"`` range starts (zero itself is a boundary value).
-HYPER_LOG_FLOORS: dict[str, float] = {"lr": 1e-6, "eps": 1e-12, "weight_decay": 1e-6}
-
-#: Values at the edges of each range that implementations get wrong, drawn with a
-#: probability of their own (:func:`conformance.strategies.hyper_value`): zero wherever
-#: torch accepts it (``lr = 0`` still updates the state; ``eps = 0`` divides by the bare
-#: root; ``momentum = 0`` or ``weight_decay = 0`` inside a case that switches them on
-#: takes the plain path, as torch decides per step with ``momentum > 0`` and
-#: ``weight_decay != 0``), and ``alpha`` at both ends and at 1/2.  torch's
-#: ``grad_avg.lerp_(g, 1 - alpha)`` rounds differently for a weight below 1/2 (``alpha >
-#: 1/2``) and from 1/2 up (``alpha <= 1/2``), so both branches run; near 1 the weight
-#: ``1 - alpha`` of ``square_avg`` is a cancellation (it must be rounded once from the
-#: Python float, as torch does: ``1 - float32(alpha)`` is 1.3% off at ``1 - 1e-6``).
-HYPER_BOUNDARIES: dict[str, tuple[float, ...]] = {
-    "lr": (0.0, 1.0),
-    "alpha": (0.0, 1e-6, 0.5, 1.0 - 1e-6, 1.0),
-    "eps": (0.0,),
-    "momentum": (0.0,),
-    "weight_decay": (0.0,),
-}
 
 #: Most param groups an example draws (each with its own hyperparameters).
 MAX_GROUPS = 3
@@ -139,7 +87,7 @@ class FlagConfig:
         """Return this combination's hyperparameters with the given continuous values.
 
         ``momentum`` and ``weight_decay`` are the values to use where this
-        combination turns them on (default: the matrix's own, :data:`FLAGS`);
+        combination turns them on (default: the matrix's own, :data:`~conformance.rmsprop.FLAGS`);
         where it turns them off they are 0.
         """
         return Hyper(
@@ -156,7 +104,7 @@ class FlagConfig:
 
 
 def flag_configs() -> Iterator[FlagConfig]:
-    """Yield every combination of :data:`FLAGS` (16)."""
+    """Yield every combination of :data:`~conformance.rmsprop.FLAGS` (16)."""
     keys = list(FLAGS)
     for values in itertools.product(*(FLAGS[k] for k in keys)):
         yield FlagConfig(**dict(zip(keys, values)))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from conformance.compare import Hyper
+from conformance.rmsprop import Hyper
 
 __all__ = ["OracleStep", "Verdict", "oracle_precision_bits", "oracle_step", "ulp_error", "verdict"]
 

@@ -10,8 +10,8 @@ scenarios (:mod:`conformance.strategies`) search around them.
 
 from __future__ import annotations
 
-from conformance.compare import Hyper
 from conformance.matrix import Case
+from conformance.rmsprop import Hyper
 from conformance.scenario import HyperChange, ParamSpec, Scenario
 
 __all__ = ["hyper_probe", "probe_scenarios", "tensor_probe"]

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from conformance.adapters.objects import state_buffers
 from conformance.candidate import DEFAULT_CANDIDATE, Adapter, CandidateError, Group, resolve
-from conformance.compare import Hyper
+from conformance.rmsprop import Hyper, reference_class
 from conformance.streams import as_real, copy_layout
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class LockstepPair:
         ]
         extra = {"capturable": True} if capturable else {}
         defaults = self._torch_kwargs(hypers[0])
-        self.torch_opt = torch.optim.RMSprop(torch_groups, foreach=foreach, **extra, **defaults)
+        self.torch_opt = reference_class()(torch_groups, foreach=foreach, **extra, **defaults)
         groups = [Group(tuple(idx), h) for idx, h in zip(members, hypers)]
         self.candidate = self._call("building it", self.adapter.create, list(params0), groups, device)
 

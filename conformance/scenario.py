@@ -28,8 +28,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from conformance.compare import CONTINUOUS, Hyper
 from conformance.matrix import Case, case_by_id
+from conformance.rmsprop import CONTINUOUS, Hyper
 from conformance.streams import LAYOUTS, NONFINITE, SPECIALS, STREAM_KINDS
 
 __all__ = [
@@ -93,7 +93,7 @@ MAX_CHANGES = 64
 #: flags cannot change: ``centered`` and ``momentum``'s on/off decide which buffers
 #: torch creates with a parameter's first state (it raises ``KeyError`` when a later
 #: step needs one it never made), and ``maximize``/``centered`` are axes of the case.
-SCHEDULABLE = ("lr", "alpha", "eps", "momentum", "weight_decay")
+SCHEDULABLE = CONTINUOUS
 
 
 class ScenarioIdError(ValueError):
@@ -146,7 +146,7 @@ class Scenario:
     """One example of the conformance matrix."""
 
     case: str
-    #: Each param group's continuous hyperparameters (:data:`~conformance.compare.CONTINUOUS`);
+    #: Each param group's continuous hyperparameters (:data:`~conformance.rmsprop.CONTINUOUS`);
     #: ``centered`` and ``maximize`` are the case's, and momentum and weight decay apply
     #: only where the case turns them on (:meth:`hyper`).
     groups: tuple[Hyper, ...] = (DEFAULT_GROUP,)

@@ -7,8 +7,8 @@ shapes) and every example replays from :meth:`Scenario.to_id`.
 
 What is drawn: 1 to :data:`~conformance.matrix.MAX_GROUPS` param groups, each
 with its own ``lr``, ``alpha``, ``eps``, ``momentum`` and ``weight_decay`` over
-the whole of :data:`~conformance.matrix.HYPER_RANGES`, the boundary values of
-:data:`~conformance.matrix.HYPER_BOUNDARIES` a quarter of the time; one parameter per group and up to
+the whole of :data:`~conformance.rmsprop.HYPER_RANGES`, the boundary values of
+:data:`~conformance.rmsprop.HYPER_BOUNDARIES` a quarter of the time; one parameter per group and up to
 :data:`MAX_EXTRA_PARAMS` more, of shapes from 0-d and empty to 2-d, some of them
 sharing a shape, and in one scenario in :data:`LARGE_ONE_IN` a large one
 (:func:`large_shapes`); per parameter a stream kind (zeros, constants, sign
@@ -28,8 +28,8 @@ from dataclasses import replace
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.compare import Hyper
-from conformance.matrix import HYPER_BOUNDARIES, HYPER_LOG_FLOORS, HYPER_RANGES, MAX_GROUPS, Case
+from conformance.matrix import MAX_GROUPS, Case
+from conformance.rmsprop import HYPER_BOUNDARIES, HYPER_LOG_FLOORS, HYPER_RANGES, Hyper
 from conformance.scenario import SCHEDULABLE, HyperChange, ParamSpec, Scenario
 from conformance.streams import LAYOUTS, NONFINITE, SPECIALS, STREAM_KINDS
 
@@ -49,12 +49,12 @@ MAX_DRAWN_CHANGES = 3
 
 
 def hyper_value(name: str) -> st.SearchStrategy[float]:
-    """Draw hyperparameter ``name`` over its whole range in :data:`HYPER_RANGES`.
+    """Draw hyperparameter ``name`` over its whole range in :data:`~conformance.rmsprop.HYPER_RANGES`.
 
-    One draw in four is one of its :data:`HYPER_BOUNDARIES` (zero, alpha at both
+    One draw in four is one of its :data:`~conformance.rmsprop.HYPER_BOUNDARIES` (zero, alpha at both
     ends and at 1/2), so the edges are hit with real probability, not only
     when a continuous draw happens to land there; the rest is log-uniform from
-    :data:`HYPER_LOG_FLOORS` (``"log"`` spacing) or uniform over the range,
+    :data:`~conformance.rmsprop.HYPER_LOG_FLOORS` (``"log"`` spacing) or uniform over the range,
     rounded to the nearest float32 value inside it.  A uniform draw would
     otherwise take Hypothesis's favourite edges, such as ``alpha = 3e-274``:
     0 in a float32 step that converts the Python float, not 0 in a variant that

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import lucid
-from conformance.compare import LOCKSTEP_BOUND, Hyper
+from conformance.compare import LOCKSTEP_BOUND
 from conformance.lockstep import run_lockstep
 from conformance.matrix import DTYPES, TORCH_IMPLS, FlagConfig, flag_configs
+from conformance.rmsprop import Hyper
 from conformance.streams import gradient_stream
 
 STEPS = 24

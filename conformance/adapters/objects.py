@@ -23,12 +23,10 @@ import lucid
 from conformance import statedict
 from conformance.adapters.wire import optional_off, parameter_in_traceback, takes_keyword
 from conformance.candidate import REQUIRED_ATTRIBUTES, CandidateError, Group, Support, distribution_version
+from conformance.rmsprop import BUFFERS
 from conformance.streams import copy_layout
 
-__all__ = ["BUFFERS", "Library", "ObjectAdapter", "ObjectCandidate", "is_torch_optimizer", "state_buffers"]
-
-#: The per-parameter state arrays of RMSprop, by torch's names.
-BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")
+__all__ = ["Library", "ObjectAdapter", "ObjectCandidate", "is_torch_optimizer", "state_buffers"]
 
 
 def state_buffers(state: dict[str, Any]) -> dict[str, NDArray[Any]]:

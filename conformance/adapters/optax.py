@@ -45,7 +45,7 @@ import optax
 from numpy.typing import NDArray
 
 from conformance.candidate import Group, Support, distribution_version
-from conformance.compare import Hyper
+from conformance.rmsprop import Hyper
 
 jax.config.update("jax_enable_x64", True)
 

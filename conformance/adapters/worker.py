@@ -38,7 +38,6 @@ from typing import Any
 from numpy.typing import NDArray
 
 from conformance.adapters import wire
-from conformance.adapters.objects import BUFFERS
 from conformance.candidate import (
     REQUIRED_ATTRIBUTES,
     WORKER_TIMEOUT,
@@ -48,6 +47,7 @@ from conformance.candidate import (
     Support,
     worker_adapter,
 )
+from conformance.rmsprop import BUFFERS
 
 __all__ = ["DEFAULT_TIMEOUT", "WorkerAdapter", "WorkerCandidate", "WorkerCrashError", "WorkerRaisedError", "WorkerSpec"]
 

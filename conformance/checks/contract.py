@@ -79,7 +79,7 @@ from conformance import statedict
 from conformance.adapters.objects import Library
 from conformance.candidate import Adapter, resolve
 from conformance.checks.outcome import CheckOutcome
-from conformance.compare import Hyper
+from conformance.rmsprop import Hyper, reference_class
 from conformance.scenario import FAMILIES, Scenario
 from conformance.streams import materialize
 
@@ -559,7 +559,7 @@ def _named_params(side: Library, hyper: Hyper, rng: np.random.Generator) -> list
 def _torch_named_state_dict(init: Sequence[NDArray[Any]], hyper: Hyper) -> dict[str, Any]:
     """Return the state_dict of a named torch RMSprop after one step, in NumPy form (torch's own keys kept)."""
     params = [torch.nn.Parameter(torch.from_numpy(np.array(v, copy=True))) for v in init]
-    opt = torch.optim.RMSprop(list(zip(_NAMES, params)), **hyper.kwargs())
+    opt = reference_class()(list(zip(_NAMES, params)), **hyper.kwargs())
     for p in params:
         p.grad = torch.ones_like(p)
     opt.step()

@@ -57,11 +57,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from conformance.adapters.objects import BUFFERS
 from conformance.candidate import Adapter
 from conformance.checks.outcome import CheckOutcome, pair_options
-from conformance.compare import Hyper
 from conformance.oracle import oracle_precision_bits, oracle_step
+from conformance.rmsprop import BUFFERS, Hyper
 from conformance.runners import LockstepPair
 from conformance.scenario import Scenario
 from conformance.streams import materialize

@@ -35,8 +35,9 @@ from numpy.typing import NDArray
 from conformance import statedict
 from conformance.candidate import Adapter
 from conformance.checks.outcome import CheckOutcome, pair_options
-from conformance.compare import LOCKSTEP_BOUND, Hyper
+from conformance.compare import LOCKSTEP_BOUND
 from conformance.lockstep import LockstepResult
+from conformance.rmsprop import Hyper
 from conformance.runners import LockstepPair
 from conformance.scenario import Scenario
 from conformance.streams import as_real, materialize

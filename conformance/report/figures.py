@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from conformance.report.schema import atomic_write, load
 from conformance.report.summary import group_rows, scale_curve
+from conformance.rmsprop import REFERENCE
 
 __all__ = ["departure_vs_scale", "error_vs_step", "heatmaps", "to_png", "ulp_histograms"]
 
@@ -183,7 +184,7 @@ def departure_vs_scale(results: Mapping[str, Mapping[str, Any]]) -> Figure:
     ax.set_xlabel("gradient scale (standard deviation of the stream)")
     ax.set_ylabel("relative error vs torch after the run (worst configuration)")
     steps = sorted({r["settings"]["steps"] for r in results.values()})
-    ax.set_title(f"Departure from torch.optim.RMSprop after {'/'.join(map(str, steps))} free-running steps")
+    ax.set_title(f"Departure from {REFERENCE} after {'/'.join(map(str, steps))} free-running steps")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

@@ -9,6 +9,7 @@ from typing import Any
 
 from conformance.report import figures
 from conformance.report.markdown import environment_table, incomplete_notice, scale_table, summary_table
+from conformance.rmsprop import REFERENCE
 
 __all__ = ["html_report"]
 
@@ -60,7 +61,7 @@ def _notice(markdown: str) -> str:
 def html_report(result: dict[str, Any]) -> str:
     """Return the report of ``result`` as one HTML document with no external resources."""
     steps = result["settings"]["steps"]
-    title = f"Drift report: {result['candidate']} against torch.optim.RMSprop"
+    title = f"Drift report: {result['candidate']} against {REFERENCE}"
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",

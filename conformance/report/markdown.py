@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.report.summary import Row, group_rows
+from conformance.rmsprop import REFERENCE
 
 __all__ = ["environment_table", "markdown_report", "scale_table", "summary_table"]
 
@@ -83,7 +84,7 @@ def markdown_report(result: dict[str, Any]) -> str:
     return (
         "\n\n".join(
             [
-                f"# Drift report: {result['candidate']} against torch.optim.RMSprop",
+                f"# Drift report: {result['candidate']} against {REFERENCE}",
                 *filter(None, [incomplete_notice(result)]),
                 environment_table(result),
                 "## Agreement per configuration\n\n"

@@ -20,9 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 from mutants import _HYPER, _Honest
 
-from conformance.adapters.objects import BUFFERS
-from conformance.compare import Hyper
 from conformance.oracle import oracle_step
+from conformance.rmsprop import BUFFERS, Hyper
 
 #: The directions a nudge can push a value in.
 _DIRECTIONS = ("toward_zero", "away", "up")

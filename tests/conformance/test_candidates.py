@@ -27,10 +27,10 @@ from conformance.candidate import (
     resolve,
 )
 from conformance.checks import run_checks
-from conformance.compare import Hyper
 from conformance.lockstep import run_lockstep
 from conformance.matrix import case_by_id
 from conformance.probes import probe_scenarios
+from conformance.rmsprop import Hyper
 from conformance.streams import gradient_stream
 
 ROOT = Path(__file__).resolve().parents[2]

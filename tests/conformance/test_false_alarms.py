@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conformance.checks import run_checks
-from conformance.compare import Hyper
+from conformance.rmsprop import Hyper
 from conformance.scenario import ParamSpec, Scenario
 
 ROOT = Path(__file__).resolve().parents[2]

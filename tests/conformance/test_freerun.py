@@ -8,7 +8,7 @@ import numpy as np
 from mutants import _Honest
 
 from conformance.checks import run_checks
-from conformance.compare import Hyper
+from conformance.rmsprop import Hyper
 from conformance.scenario import ParamSpec, Scenario
 
 STEPS = 100

@@ -7,7 +7,8 @@ import pytest
 from gating import covering_cases
 from hypothesis import given
 
-from conformance.matrix import CASE_DTYPES, DEVICES, HYPER_BOUNDARIES, HYPER_RANGES, IMPLS, case_by_id, cases
+from conformance.matrix import CASE_DTYPES, DEVICES, IMPLS, case_by_id, cases
+from conformance.rmsprop import HYPER_BOUNDARIES, HYPER_RANGES
 from conformance.scenario import DEFAULT_GROUP, ParamSpec, Scenario
 from conformance.strategies import scenarios
 from conformance.streams import copy_layout, materialize

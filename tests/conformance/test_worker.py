@@ -24,10 +24,10 @@ from conformance.adapters import wire
 from conformance.adapters.worker import WorkerAdapter, WorkerCrashError, WorkerRaisedError
 from conformance.candidate import CandidateError, CandidateSpecError, Group, resolve
 from conformance.checks import run_checks
-from conformance.compare import Hyper
 from conformance.lockstep import run_lockstep
 from conformance.matrix import case_by_id
 from conformance.probes import probe_scenarios
+from conformance.rmsprop import Hyper
 from conformance.runners import CandidateStepError, LockstepPair
 from conformance.streams import gradient_stream
 
