@@ -22,6 +22,7 @@ request it was answering; the next candidate built starts a new worker.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import selectors
@@ -30,6 +31,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +124,7 @@ class _Process:
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.fd, selectors.EVENT_READ)
         self.pending = bytearray()  # appended to and consumed from the front: both amortised O(1)
+        _LIVE.add(self)
 
     def _fill(self, what: str, deadline: float) -> None:
         remaining = deadline - time.monotonic()
@@ -225,13 +228,17 @@ class _Process:
             return
         self.closed = True
         if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
+            try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:  # it ended meanwhile
+                pass
             self.proc.wait()
         self.selector.close()
         for stream in (self.stdin, self.proc.stdout, self.stderr):
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 stream.close()
+            except (OSError, ValueError):
+                pass
 
     def close(self) -> None:
         """Close the pipe, so that the worker ends by itself; then make sure it has."""
@@ -242,6 +249,16 @@ class _Process:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         self.kill()
+
+
+#: The workers not yet ended: ended at exit, while the modules they use are still there.
+_LIVE: weakref.WeakSet[_Process] = weakref.WeakSet()
+
+
+@atexit.register
+def _end_workers() -> None:
+    for process in list(_LIVE):
+        process.kill()
 
 
 def _absolute(python: str) -> str:
