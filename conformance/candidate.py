@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -47,6 +48,7 @@ __all__ = [
     "CandidateSpecError",
     "Group",
     "Support",
+    "candidate_options",
     "chosen_candidate",
     "chosen_python",
     "distribution_version",
@@ -290,6 +292,12 @@ _WORKERS: dict[tuple[str, Any, float], Adapter] = {}
 def chosen_candidate() -> str:
     """Return the candidate the setting :data:`CANDIDATE_SETTING` names (default :data:`DEFAULT_CANDIDATE`)."""
     return os.environ.get(CANDIDATE_SETTING, "").strip() or DEFAULT_CANDIDATE
+
+
+def candidate_options(optimizer: str | None, python: str | None = None) -> list[str]:
+    """Return the command-line words that name this candidate again (none for the default, in this process)."""
+    words = [] if optimizer in (None, DEFAULT_CANDIDATE) else ["--optimizer", shlex.quote(optimizer)]
+    return words + (["--candidate-python", shlex.quote(python)] if python else [])
 
 
 def chosen_python() -> str | None:

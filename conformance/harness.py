@@ -15,14 +15,13 @@ scenario comes with the one-line command that replays it (:func:`replay_command`
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
-from conformance.candidate import DEFAULT_CANDIDATE, Adapter, CandidateError, resolve
+from conformance.candidate import DEFAULT_CANDIDATE, Adapter, CandidateError, candidate_options, resolve
 from conformance.checks import CheckOutcome, run_checks
 from conformance.matrix import Case, select_cases
 from conformance.probes import probe_scenarios
@@ -46,10 +45,7 @@ def replay_command(scenario: Scenario, optimizer: str | None = None, python: str
     Against ``optimizer`` (a ``module:attr``; None: the default candidate), in a
     worker under ``python`` where one is given.
     """
-    extra = "" if optimizer in (None, DEFAULT_CANDIDATE) else f" --optimizer {shlex.quote(optimizer)}"
-    if python:
-        extra += f" --candidate-python {shlex.quote(python)}"
-    return f"python -m conformance check --replay {scenario.to_id()}{extra}"
+    return " ".join(["python -m conformance check --replay", scenario.to_id(), *candidate_options(optimizer, python)])
 
 
 @dataclass

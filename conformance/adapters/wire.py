@@ -168,6 +168,7 @@ class _Driven:
         self.buffer_names = tuple(buffers)
         make = self.torch.nn.Parameter if self.torch is not None else _parameter_class(cls)
         self.params = [make(self._native(np.array(p, copy=True))) for p in params0]
+        self.dtypes = [np.asarray(p).dtype for p in params0]
         # The first group through the constructor, the others through add_param_group: an optimizer
         # that takes no list of group dicts (lucid-dl's) still gets torch's groups.
         first, *rest = groups
@@ -184,8 +185,8 @@ class _Driven:
         return np.array(value, copy=True)
 
     def step(self, grads: list[np.ndarray | None]) -> None:
-        for p, g in zip(self.params, grads):
-            p.grad = None if g is None else self._native(np.array(g, dtype=self._array(p.data).dtype, copy=True))
+        for p, g, dtype in zip(self.params, grads, self.dtypes):
+            p.grad = None if g is None else self._native(np.array(g, dtype=dtype, copy=True))
         try:
             self.opt.step()
         except Exception as err:  # which parameter: from the candidate's frames, not this one's loop variable

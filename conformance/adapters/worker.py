@@ -316,8 +316,7 @@ class WorkerAdapter:
         self.name = self.spec.name or self.spec.candidate.replace(":", ".")
         self._process: _Process | None = None
         self._dropped: list[int] = []
-        self.info = info if info is not None else self._start()
-        info = self.info
+        self.info = info = info if info is not None else self._start()
         self.version = str(info["version"])
         self.interpreter = f"Python {info['python']}, NumPy {info['numpy']} ({info['executable']})"
         self.supports = self.spec.supports or Support(maximize=bool(info["maximize"]), object_api=False)

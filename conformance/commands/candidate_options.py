@@ -9,6 +9,7 @@ from conformance.candidate import (
     CANDIDATE_SETTING,
     PYTHON_SETTING,
     WORKER_TIMEOUT,
+    Adapter,
     CandidateSpecError,
     chosen_candidate,
     chosen_python,
@@ -55,7 +56,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def resolve_candidate(args: argparse.Namespace) -> object:
+def resolve_candidate(args: argparse.Namespace) -> Adapter:
     """Return the adapter ``args`` name (:func:`conformance.candidate.resolve`); raises as it does."""
     from conformance.candidate import resolve
 

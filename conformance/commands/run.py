@@ -27,7 +27,7 @@ import shlex
 import sys
 import time
 
-from conformance.candidate import DEFAULT_CANDIDATE
+from conformance.candidate import candidate_options
 from conformance.commands.candidate_options import add_candidate_options, resolve_candidate
 from conformance.report.cases import FULL, QUICK, Shard, build_cases, check_settings, parse_shard
 
@@ -176,10 +176,7 @@ def _replay(args: argparse.Namespace, case_id: str) -> str:
             words += [f"--{name}", str(getattr(args, name))]
     if args.scales is not None:
         words += ["--scales", ",".join(f"{x:g}" for x in args.scales)]
-    for option, value in (("--optimizer", args.optimizer), ("--candidate-python", args.candidate_python)):
-        if value and not (option == "--optimizer" and value == DEFAULT_CANDIDATE):
-            words += [option, shlex.quote(value)]
-    return " ".join(words)
+    return " ".join(words + candidate_options(args.optimizer, args.candidate_python))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
