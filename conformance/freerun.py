@@ -63,10 +63,10 @@ from conformance.candidate import Adapter
 from conformance.compare import nonfinite_mismatch_mask, pinned_nonfinite, step_scales, unit_roundoff
 from conformance.oracle import oracle_step
 from conformance.rmsprop import BUFFERS, Hyper
-from conformance.runners import LockstepPair
+from conformance.runners import LockstepPair, StepRecord
 from conformance.streams import as_real
 
-__all__ = ["FREE_RUN_BOUND", "FreeRunResult", "run_free"]
+__all__ = ["FREE_RUN_BOUND", "FreeRunResult", "accumulate_scale", "normalised_drift", "pinned", "run_free"]
 
 #: Maximum honest free-running difference in units of the accumulated scale (derivation above).
 FREE_RUN_BOUND = 16.0
@@ -163,36 +163,14 @@ def run_free(
                 result.nonfinite_mismatches += theirs.size or 1
                 continue
             if record.grad is not None:
-                scales = step_scales(current, record.param0, record.grad, record.torch_state0, record.torch_state)
-                with np.errstate(all="ignore"):
-                    share = scales.param - np.abs(record.param0.astype(np.float64))
-                    kappa_factor = 1 + 1 / (1 - current.alpha) if current.alpha < 1 else np.inf
-                    momentum_factor = 1 / (1 - current.momentum) if current.momentum < 1 else np.inf
-                    growth = 1.0
-                    if current.weight_decay > 0:
-                        growth = 1 + current.lr * current.weight_decay * scales.sensitivity * momentum_factor
-                    accumulated[i] = accumulated[i] * growth + (
-                        np.abs(record.param0.astype(np.float64)) + share * kappa_factor * momentum_factor
-                    )
-                # Where the step leaves the NaN/Inf pattern to the formula (a variance within rounding
-                # of zero; a complex NaN part that torch's two paths spread differently), the sides
-                # may part there for good: the bound pins those elements no longer.
-                free = ~np.asarray(pinned_nonfinite(record.param0, record.pairs, current))
-                if scales.cancelled is not None:
-                    free = free | scales.cancelled
-                if free.any():  # (not a copy of the scale on every step where nothing is freed)
-                    accumulated[i] = np.where(free, np.inf, accumulated[i])
+                accumulated[i] = accumulate_scale(accumulated[i], record, current)
             _count_nonfinite(result, ours, theirs, accumulated[i])
             finite = np.isfinite(ours) & np.isfinite(theirs)
             if not finite.any():
                 continue
             diff = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))[finite]
-            u = unit_roundoff(theirs.dtype)
-            eta = float(np.finfo(theirs.dtype).smallest_subnormal)
-            with np.errstate(all="ignore"):
-                norm = diff / (u * np.broadcast_to(accumulated[i], ours.shape)[finite] + eta * (step + 1))
-                norm = np.where(np.isfinite(norm), norm, 0.0)
-            worst_norm = max(worst_norm, float(norm.max()))
+            norm = normalised_drift(ours, theirs, accumulated[i], step)
+            worst_norm = max(worst_norm, float(norm.max(initial=0.0)))
             top = float(np.max(np.abs(theirs[finite]).astype(np.float64)))
             worst_rel = max(worst_rel, float(diff.max()) / top if top > 0 else float(diff.max() > 0))
         result.normalised.append(worst_norm)
@@ -205,6 +183,54 @@ def run_free(
     return result
 
 
+def accumulate_scale(accumulated: NDArray[Any], record: StepRecord, hyper: Hyper) -> NDArray[Any]:
+    """Return the accumulated scale after ``record``'s step (a step with a gradient; derivation above).
+
+    ``accumulated`` is the scale before it (zeros before the first step), of the
+    parameter's shape; elements whose NaN/Inf pattern the step leaves to the
+    formula become ``inf``: the bound pins them no longer.
+    """
+    scales = step_scales(hyper, record.param0, record.grad, record.torch_state0, record.torch_state)
+    with np.errstate(all="ignore"):
+        share = scales.param - np.abs(record.param0.astype(np.float64))
+        kappa_factor = 1 + 1 / (1 - hyper.alpha) if hyper.alpha < 1 else np.inf
+        momentum_factor = 1 / (1 - hyper.momentum) if hyper.momentum < 1 else np.inf
+        growth = 1.0
+        if hyper.weight_decay > 0:
+            growth = 1 + hyper.lr * hyper.weight_decay * scales.sensitivity * momentum_factor
+        accumulated = accumulated * growth + (
+            np.abs(record.param0.astype(np.float64)) + share * kappa_factor * momentum_factor
+        )
+    # Where the step leaves the NaN/Inf pattern to the formula (a variance within rounding
+    # of zero; a complex NaN part that torch's two paths spread differently), the sides
+    # may part there for good: the bound pins those elements no longer.
+    free = ~np.asarray(pinned_nonfinite(record.param0, record.pairs, hyper))
+    if scales.cancelled is not None:
+        free = free | scales.cancelled
+    if free.any():  # (not a copy of the scale on every step where nothing is freed)
+        accumulated = np.where(free, np.inf, accumulated)
+    return accumulated
+
+
+def normalised_drift(
+    value: NDArray[Any], reference: NDArray[Any], accumulated: NDArray[Any], step: int, dtype: Any = None
+) -> NDArray[Any]:
+    """``|value - reference| / (u * accumulated + eta * (step + 1))`` over the elements finite on both sides.
+
+    ``u`` and ``eta`` (the smallest subnormal) are those of ``dtype``, the dtype
+    under test (default ``reference``'s); an element whose scale is not finite
+    (no longer pinned) gives 0.
+    """
+    dtype = np.dtype(reference.dtype if dtype is None else dtype)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(value) & np.isfinite(reference)
+        diff = np.abs(value.astype(np.float64) - reference.astype(np.float64))[finite]
+        scale = np.broadcast_to(accumulated, value.shape)[finite]
+        eta = float(np.finfo(dtype).smallest_subnormal)
+        norm = diff / (unit_roundoff(dtype) * scale + eta * (step + 1))
+        return np.where(np.isfinite(norm), norm, 0.0)
+
+
 def _exact_step(
     wide: list[NDArray[Any]], state: list[dict[str, NDArray[Any]]], i: int, hyper: Hyper, grad: NDArray[Any]
 ) -> None:
@@ -214,15 +240,24 @@ def _exact_step(
     state[i] = {name: getattr(step, name) for name in BUFFERS if getattr(step, name) is not None}
 
 
+def pinned(ours: NDArray[Any], theirs: NDArray[Any], scale: NDArray[Any]) -> NDArray[np.bool_]:
+    """Where the bound still pins the value: ``16 u E`` finite, no larger than it, and short of overflow.
+
+    The value is ``theirs`` where finite, else ``ours``; ``u`` and the overflow
+    threshold are those of ``theirs``'s dtype (module docstring, *NaN/Inf positions*).
+    """
+    top = float(np.finfo(theirs.dtype).max)
+    with np.errstate(all="ignore"):
+        allowed = FREE_RUN_BOUND * unit_roundoff(theirs.dtype) * np.broadcast_to(scale, ours.shape)
+        value = np.abs(np.where(np.isfinite(theirs), theirs, ours).astype(np.float64))
+        return np.isfinite(allowed) & (allowed <= value) & (value + allowed < top)
+
+
 def _count_nonfinite(result: FreeRunResult, ours: NDArray[Any], theirs: NDArray[Any], scale: NDArray[Any]) -> None:
     """Add this step's NaN/Inf pattern differences to ``result``, pinned or excused (module docstring)."""
     mismatch = nonfinite_mismatch_mask(ours, theirs)
     if not mismatch.any():
         return
-    top = float(np.finfo(theirs.dtype).max)
-    with np.errstate(all="ignore"):
-        allowed = FREE_RUN_BOUND * unit_roundoff(theirs.dtype) * np.broadcast_to(scale, ours.shape)
-        value = np.abs(np.where(np.isfinite(theirs), theirs, ours).astype(np.float64))
-        pinned = np.isfinite(allowed) & (allowed <= value) & (value + allowed < top)
-    result.nonfinite_mismatches += int(np.count_nonzero(mismatch & pinned))
-    result.nonfinite_excused += int(np.count_nonzero(mismatch & ~pinned))
+    held = pinned(ours, theirs, scale)
+    result.nonfinite_mismatches += int(np.count_nonzero(mismatch & held))
+    result.nonfinite_excused += int(np.count_nonzero(mismatch & ~held))

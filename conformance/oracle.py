@@ -17,12 +17,14 @@ learning rate outside the momentum buffer), not torch's rounding.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from conformance.departures import FORMULA
 from conformance.rmsprop import Hyper
 
 __all__ = ["OracleStep", "Verdict", "oracle_precision_bits", "oracle_step", "ulp_error", "verdict"]
@@ -60,40 +62,74 @@ class OracleStep:
     param_terms: NDArray[Any]
 
 
-def oracle_step(hyper: Hyper, param0: NDArray[Any], grad: NDArray[Any], state0: dict[str, NDArray[Any]]) -> OracleStep:
+def oracle_step(
+    hyper: Hyper,
+    param0: NDArray[Any],
+    grad: NDArray[Any],
+    state0: dict[str, NDArray[Any]],
+    departures: AbstractSet[str] = frozenset(),
+    dtype: Any = None,
+) -> OracleStep:
     """Evaluate one step from ``param0``, ``grad`` and the buffers in ``state0`` in the wide type.
 
     Missing buffers in ``state0`` (the first step) start at zero, as both
-    optimizers start them.
+    optimizers start them.  ``departures`` names variants of torch's formula to
+    compute instead (:data:`conformance.departures.FORMULA`; default none: torch's
+    own algebra), for the diagnosis of a candidate that disagrees.  ``dtype`` is
+    the dtype under test, which chooses the wide type (default ``param0``'s: pass
+    it when ``param0`` is already an exact trajectory's wide value).
     """
-    w = _wide(param0.dtype)
+    unknown = set(departures) - FORMULA
+    if unknown:
+        raise ValueError(f"unknown departures {sorted(unknown)}; expected some of {sorted(FORMULA)}")
+    d = departures
+    w = _wide(param0.dtype if dtype is None else dtype)
     zeros = np.zeros(param0.shape, w)
     p = param0.astype(w)
     g = grad.astype(w)
+    wd = w(0 if {"weight_decay_ignored", "decoupled_weight_decay"} & d else hyper.weight_decay)
     with np.errstate(all="ignore"):
-        g_terms = np.abs(g) + w(hyper.weight_decay) * np.abs(p)
-        if hyper.maximize:
+        g_terms = np.abs(g) + wd * np.abs(p)
+        if "decoupled_weight_decay" in d:
+            p = p * (w(1) - w(hyper.lr) * w(hyper.weight_decay))
+        if hyper.maximize and not {"maximize_ignored", "maximize_after_weight_decay"} & d:
             g = -g
-        if hyper.weight_decay != 0:
-            g = g + w(hyper.weight_decay) * p
+        if wd != 0:
+            g = g + wd * p
+        if hyper.maximize and "maximize_after_weight_decay" in d:
+            g = -g
         a = w(hyper.alpha)
-        v = a * state0.get("square_avg", zeros).astype(w) + (w(1) - a) * g * g
+        a_new = a if "alpha_swapped" in d else w(1) - a  # the weight of the new term
+        a_old = w(1) - a if "alpha_swapped" in d else a
+        v_start = np.ones(param0.shape, w) if "square_avg_starts_at_one" in d else zeros
+        v = a_old * state0.get("square_avg", v_start).astype(w) + a_new * g * g
+        eps = w(0 if "eps_ignored" in d else hyper.eps)
         ga = None
+        var = v
         if hyper.centered:
-            ga = a * state0.get("grad_avg", zeros).astype(w) + (w(1) - a) * g
-            avg = np.sqrt(v - ga * ga) + w(hyper.eps)
-        else:
-            avg = np.sqrt(v) + w(hyper.eps)
+            ga0 = state0.get("grad_avg", zeros).astype(w)
+            if "grad_avg_alpha_swapped" in d:
+                ga = a_new * ga0 + a_old * g
+            else:
+                ga = a_old * ga0 + a_new * g
+            if "centered_ignored" not in d:
+                var = v - ga * ga
+        avg = np.sqrt(var + eps) if "eps_inside_root" in d else np.sqrt(var) + eps
         buf = None
         update_terms = g_terms / avg
-        if hyper.momentum > 0:
+        lr = w(hyper.lr)
+        if hyper.momentum > 0 and "momentum_ignored" not in d:
             b0 = state0.get("momentum_buffer", zeros).astype(w)
-            buf = w(hyper.momentum) * b0 + g / avg
+            if "lr_inside_momentum" in d:
+                buf = w(hyper.momentum) * b0 + lr * g / avg
+                p_new = p - buf
+            else:
+                buf = w(hyper.momentum) * b0 + g / avg
+                p_new = p - lr * buf
             update_terms = update_terms + w(hyper.momentum) * np.abs(b0)
-            p_new = p - w(hyper.lr) * buf
         else:
-            p_new = p - w(hyper.lr) * g / avg
-        terms = np.abs(p) + w(hyper.lr) * update_terms
+            p_new = p - lr * g / avg
+        terms = np.abs(p) + lr * update_terms
     return OracleStep(param=p_new, square_avg=v, grad_avg=ga, momentum_buffer=buf, param_terms=terms)
 
 

@@ -142,8 +142,9 @@ class LockstepPair:
         extra = {"capturable": True} if capturable else {}
         defaults = self._torch_kwargs(hypers[0])
         self.torch_opt = reference_class()(torch_groups, foreach=foreach, **extra, **defaults)
-        groups = [Group(tuple(idx), h) for idx, h in zip(members, hypers)]
-        self.candidate = self._call("building it", self.adapter.create, list(params0), groups, device)
+        #: The candidate's groups as it was built (members and hyperparameters).
+        self.groups = [Group(tuple(idx), h) for idx, h in zip(members, hypers)]
+        self.candidate = self._call("building it", self.adapter.create, list(params0), self.groups, device)
 
     def _describe(self, index: int) -> str:
         shape, dtype = self.shapes[index]
