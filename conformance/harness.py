@@ -14,7 +14,10 @@ scenario comes with the one-line command that replays it (:func:`replay_command`
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -23,6 +26,7 @@ from multiprocessing import get_context
 
 from conformance.candidate import DEFAULT_CANDIDATE, Adapter, CandidateError, candidate_options, resolve
 from conformance.checks import CheckOutcome, run_checks
+from conformance.diagnosis import NUMERICAL_CHECKS, Diagnosis, diagnose
 from conformance.matrix import Case, select_cases
 from conformance.probes import probe_scenarios
 from conformance.scenario import Scenario
@@ -31,6 +35,7 @@ from conformance.search import SearchSummary, search_budget, search_case
 __all__ = [
     "DEFAULT_CANDIDATE",
     "CandidateReport",
+    "FailureGroup",
     "ScenarioResult",
     "check_candidate",
     "probe_scenarios",
@@ -56,6 +61,15 @@ class ScenarioResult:
     outcomes: list[CheckOutcome]
     #: Drawn by the Hypothesis search (False: one of the fixed probes).
     drawn: bool = False
+    #: Why it disagrees, where a check compared and failed (:func:`conformance.diagnosis.diagnose`).
+    diagnosis: Diagnosis | None = None
+
+    @property
+    def cause(self) -> str:
+        """The diagnosis in words, for grouping ("could not run" when the candidate raised; empty: none named)."""
+        if self.diagnosis is not None:
+            return self.diagnosis.cause
+        return "could not run" if any(o.raised for o in self.failed) else ""
 
     @property
     def failed(self) -> list[CheckOutcome]:
@@ -66,6 +80,41 @@ class ScenarioResult:
     def unsupported(self) -> list[CheckOutcome]:
         """The outcomes not judged because the candidate lacks a feature the scenario needs."""
         return [o for o in self.outcomes if o.unsupported]
+
+
+@dataclass
+class FailureGroup:
+    """Failing scenarios with one cause (:attr:`ScenarioResult.cause`)."""
+
+    cause: str
+    results: list[ScenarioResult] = field(default_factory=list)
+
+    @property
+    def configurations(self) -> set[str]:
+        """The flag configurations (``c1-m0-wd1-max0``) the group's scenarios belong to."""
+        return {r.scenario.matrix_case.flags.name for r in self.results}
+
+    @property
+    def checks(self) -> Counter[str]:
+        """How many of the group's scenarios each check failed on."""
+        return Counter(o.check for r in self.results for o in r.failed)
+
+    @property
+    def representative(self) -> ScenarioResult:
+        """The smallest scenario of the group (fewest element-steps), the one to replay."""
+
+        def size(r: ScenarioResult) -> int:
+            return r.scenario.steps * sum(math.prod(p.shape) for p in r.scenario.params)
+
+        return min(self.results, key=size)
+
+    @property
+    def detail(self) -> str:
+        """The representative's diagnosis or first failure, in full (empty: nothing beyond the cause)."""
+        r = self.representative
+        if r.diagnosis is not None:
+            return f"diagnosis: {r.diagnosis}"
+        return str(r.failed[0]) if r.failed else ""
 
 
 @dataclass
@@ -113,6 +162,39 @@ class CandidateReport:
                 by_reason.setdefault(o.unsupported, set()).add(r.scenario.case)
         return [f"{reason}: {len(cases)} case(s)" for reason, cases in sorted(by_reason.items())]
 
+    def failure_groups(self) -> list[FailureGroup]:
+        """Return the failing scenarios grouped by cause, the most configurations first."""
+        groups: dict[str, FailureGroup] = {}
+        for r in self.results:
+            if r.failed:
+                cause = r.cause or "no cause named"
+                if cause == "could not run":
+                    kind = re.search(r"raised (\w+)", " ".join(o.detail for o in r.failed if o.raised))
+                    cause = f"could not run (it raised {kind.group(1)})" if kind else cause
+                groups.setdefault(cause, FailureGroup(cause)).results.append(r)
+        # Disagreements first (most configurations first), then what could not run.
+        return sorted(
+            groups.values(), key=lambda g: (g.cause.startswith("could not run"), -len(g.configurations), g.cause)
+        )
+
+    def summary_lines(self) -> list[str]:
+        """Return the failures grouped by cause: per group its configurations, failing checks and one replay command."""
+        total = len({r.scenario.matrix_case.flags.name for r in self.results})
+        lines = []
+        for g in self.failure_groups():
+            configs = sorted(g.configurations)
+            shown = ", ".join(configs[:4]) + (f", ... ({len(configs) - 4} more)" if len(configs) > 4 else "")
+            checks = ", ".join(f"{name} ({n})" for name, n in g.checks.most_common())
+            lines.append(f"cause: {g.cause}")
+            lines.append(
+                f"  in {len(configs)} of {total} configurations ({shown}); {len(g.results)} scenario(s); "
+                f"failing: {checks}"
+            )
+            if g.detail:
+                lines.append(f"  {g.detail}")
+            lines.append(f"  replay: {replay_command(g.representative.scenario, self.spec, self.python)}")
+        return lines
+
     def failure_lines(self) -> list[str]:
         """One block per failing scenario: case, failing checks with verdicts, and the replay command."""
         lines = []
@@ -120,6 +202,8 @@ class CandidateReport:
             if r.failed:
                 lines.append(f"{r.scenario.case} [{r.scenario.label or 'example'}]")
                 lines += [f"  {o}" for o in r.failed]
+                if r.diagnosis is not None:
+                    lines.append(f"  diagnosis: {r.diagnosis}")
                 lines.append(f"  replay: {replay_command(r.scenario, self.spec, self.python)}")
         return lines
 
@@ -146,13 +230,27 @@ def shippable(adapter: Adapter) -> bool:
     return cls.__module__ != "__main__" and "<locals>" not in cls.__qualname__
 
 
+def judge(
+    scenario: Scenario, cls: Adapter, drawn: bool = False, outcomes: list[CheckOutcome] | None = None
+) -> ScenarioResult:
+    """Run every check of ``scenario`` (unless ``outcomes`` are given) and diagnose a numerical failure."""
+    outcomes = run_checks(scenario, cls) if outcomes is None else outcomes
+    result = ScenarioResult(scenario, outcomes, drawn=drawn)
+    if any(o.check in NUMERICAL_CHECKS | {"dtype"} and not o.raised for o in result.failed):
+        try:
+            result.diagnosis = diagnose(scenario, cls, outcomes)
+        except Exception as err:  # a fault of the diagnosis itself: said, never taken for the candidate's
+            result.diagnosis = Diagnosis(first_difference=f"(the diagnosis raised {type(err).__name__}: {err})")
+    return result
+
+
 def case_results(cls: Adapter, case: Case, seed: int, examples: int) -> list[ScenarioResult]:
-    """Run ``case``'s probes and, with ``examples``, that many drawn scenarios; return the results."""
-    results = [ScenarioResult(scenario, run_checks(scenario, cls)) for scenario in probe_scenarios(case, seed)]
+    """Run ``case``'s probes and, with ``examples``, that many drawn scenarios; return the results (diagnosed)."""
+    results = [judge(scenario, cls) for scenario in probe_scenarios(case, seed)]
     if examples:
         bad = search_case(case, lambda s: run_checks(s, cls), examples=examples, seed=seed)
         if bad is not None:
-            results.append(ScenarioResult(bad, run_checks(bad, cls), drawn=True))
+            results.append(judge(bad, cls, drawn=True))
     return results
 
 
@@ -199,6 +297,7 @@ def check_candidate(
     jobs: int = 1,
     progress: Callable[[str], None] | None = None,
     selected: Iterable[Case] | None = None,
+    advance: Callable[[], None] | None = None,
 ) -> CandidateReport:
     """Run the harness against ``optimizer`` (a class or ``"package.module:Class"``).
 
@@ -231,6 +330,8 @@ def check_candidate(
         Called with one line per finished case (and, with one job, per search round).
     selected : iterable of Case, optional
         Run exactly these cases (overrides ``device`` and ``case_filter``).
+    advance : callable, optional
+        Called once per finished case (its probes and drawn scenarios), for a progress bar.
 
     Raises
     ------
@@ -248,7 +349,7 @@ def check_candidate(
     jobs = max(1, min(jobs, len(chosen)))
     if jobs == 1 or not shippable(cls):
         per_case = (case_results(cls, case, seed, examples) for case in chosen)
-        _absorb(report, chosen, per_case, progress)
+        _absorb(report, chosen, per_case, progress, advance)
         if search:
             report.search = search_budget(
                 chosen, lambda s: run_checks(s, cls), budget=budget, seed=seed, progress=progress
@@ -258,7 +359,7 @@ def check_candidate(
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init)
         try:
             futures = [pool.submit(case_results, cls, case, seed, examples) for case in chosen]
-            _absorb(report, chosen, (_gather(f, case.id) for f, case in zip(futures, chosen)), progress)
+            _absorb(report, chosen, (_gather(f, case.id) for f, case in zip(futures, chosen)), progress, advance)
             if search:
                 shares = [
                     pool.submit(search_share, cls, chosen[i::jobs], budget, seed * 65_537 + i) for i in range(jobs)
@@ -267,7 +368,7 @@ def check_candidate(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     if report.search is not None:
-        report.results += [ScenarioResult(f.scenario, f.outcomes, drawn=True) for f in report.search.found]
+        report.results += [judge(f.scenario, cls, True, f.outcomes) for f in report.search.found]
     return report
 
 
@@ -276,10 +377,13 @@ def _absorb(
     chosen: list[Case],
     per_case: Iterable[list[ScenarioResult]],
     progress: Callable[[str], None] | None,
+    advance: Callable[[], None] | None = None,
 ) -> None:
     for case, results in zip(chosen, per_case):
         report.results += results
         report.probes += sum(1 for r in results if not r.drawn)
+        if advance is not None:
+            advance()
         if progress is not None:
             failed = sum(1 for r in results if r.failed)
             progress(f"{case.id}: {'ok' if not failed else f'{failed} scenario(s) FAIL'}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -214,6 +215,28 @@ class ObjectCandidate:
         self.library.load(self.opt, state_dict)
 
 
+def declared_support(cls: type) -> Support:
+    """Return what ``cls`` implements: ``maximize`` where its constructor takes it, and what it declares.
+
+    A class may declare what it lacks without importing this project, as a
+    class attribute ``conformance_support``: a dict of
+    :class:`~conformance.candidate.Support` fields (``{"complex": False}``).
+
+    Raises
+    ------
+    CandidateError
+        If the declaration is not such a dict.
+    """
+    declared = getattr(cls, "conformance_support", {})
+    known = {f.name for f in fields(Support)}
+    if not isinstance(declared, dict) or set(declared) - known:
+        raise CandidateError(
+            f"{cls.__module__}.{cls.__qualname__}.conformance_support must be a dict of some of {sorted(known)}, "
+            f"got {declared!r}"
+        )
+    return Support(**{"maximize": takes_keyword(cls, "maximize"), **declared})
+
+
 class ObjectAdapter:
     """The :class:`~conformance.candidate.Adapter` of a class with an optimizer object (torch's or Lucid's interface).
 
@@ -240,7 +263,7 @@ class ObjectAdapter:
         self.optimizer_class = cls
         self.name = name or f"{cls.__module__}.{cls.__qualname__}"
         self.version = distribution_version(cls.__module__)
-        self.supports = Support(maximize=takes_keyword(cls, "maximize"))
+        self.supports = declared_support(cls)
 
     def __repr__(self) -> str:
         return f"ObjectAdapter({self.name})"

@@ -124,6 +124,16 @@ def _run(args: argparse.Namespace) -> int:
         for outcome in report.results[0].outcomes:
             print(f"  {outcome}")
     else:
+        from tqdm import tqdm
+
+        # On stderr, only on a terminal (disable=None), and not beside -v's lines.
+        bar = tqdm(
+            total=len(selected),
+            desc="check",
+            unit="case",
+            disable=True if args.no_progress or args.verbose else None,
+            leave=False,
+        )
         try:
             report = check_candidate(
                 candidate,
@@ -133,17 +143,28 @@ def _run(args: argparse.Namespace) -> int:
                 jobs=args.jobs or usable_cpus(),
                 progress=print if args.verbose else None,
                 selected=selected,
+                advance=lambda: _advanced(bar, args.budget if not args.examples else 0),
             )
         except CandidateError as err:
             print(f"error: the candidate could not run: {err}", file=sys.stderr)
             return 3
+        finally:
+            bar.close()
         report.spec, report.python = args.optimizer, args.candidate_python
     return _verdict(args, report, candidate.name, time.perf_counter() - started)
+
+
+def _advanced(bar: Any, budget: float) -> None:
+    """Count one finished case; after the last, say that the search (if any) is running."""
+    bar.update(1)
+    if bar.n == bar.total and budget > 0:
+        bar.set_description_str(f"probes done; searching for {budget:g} s")
 
 
 def _verdict(args: argparse.Namespace, report: Any, name: str, elapsed: float) -> int:
     """Print the summary and return the exit status: 1 disagreement, 3 crash only, 0 agreement."""
     from conformance.harness import replay_command
+    from conformance.rmsprop import REFERENCE
 
     if report.search is not None:
         print(
@@ -166,8 +187,22 @@ def _verdict(args: argparse.Namespace, report: Any, name: str, elapsed: float) -
         judged = checks - sum(len(r.unsupported) for r in report.results)
         print(f"{name}: all {judged} judged checks passed on {ran}{drawn} in {elapsed:.1f} s")
         return 0
-    print("\n".join(report.failure_lines()))
     disagree, crashed = report.disagreements, report.crashes
+    configs = {r.scenario.matrix_case.flags.name for r in report.results}
+    failing = {r.scenario.matrix_case.flags.name for r in report.results if r.failed}
+    causes = "; ".join(f"{g.cause} ({len(g.configurations)})" for g in report.failure_groups())
+    if disagree or crashed:
+        print(
+            f"verdict: FAIL: {name} {'disagrees with' if disagree else 'could not run beside'} {REFERENCE} in "
+            f"{len(failing)} of {len(configs)} configurations; causes (configurations): {causes or 'none named'}"
+        )
+    else:
+        print(f"verdict: FAIL (--strict): {name} does not support every selected case; every judged check passed")
+    if args.verbose or args.replay:
+        print("\n".join(report.failure_lines()))
+    else:
+        print("\n".join(report.summary_lines()))
+        print("(-v lists every failing scenario with its checks)")
     if disagree:
         print(
             f"{name}: {len(disagree)} of {scenarios} scenario(s) DISAGREE; "
@@ -228,5 +263,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "1: all in this process)",
     )
     cmd.add_argument("--seed", type=_nonnegative, default=0, help="seed of the probes and the search (default 0)")
-    cmd.add_argument("-v", "--verbose", action="store_true", help="print one line per case")
+    cmd.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)"
+    )
+    cmd.add_argument(
+        "-v", "--verbose", action="store_true", help="print one line per case, and every failing scenario in full"
+    )
     cmd.set_defaults(func=_run, extra=EXTRA)

@@ -23,7 +23,7 @@ An example candidate for the drift report::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -36,8 +36,11 @@ class TextbookRMSprop(lucid.optim.RMSprop):
     """RMSprop with epsilon inside the square root and the learning rate inside the momentum buffer.
 
     Same constructor, state layout and validation as :class:`lucid.optim.RMSprop`;
-    only :meth:`step` differs.  Real parameters only.
+    only :meth:`step` differs.  Real parameters only, as it declares to the harness
+    (``conformance_support``), so complex cases are listed as not supported.
     """
+
+    conformance_support: ClassVar[dict[str, bool]] = {"complex": False}
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter whose ``.grad`` is not None with the textbook formula."""

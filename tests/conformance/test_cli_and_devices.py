@@ -39,10 +39,12 @@ def test_honest_lucid_exits_zero() -> None:
 
 def test_mutant_exits_nonzero_naming_the_check_and_the_replay_replays_it() -> None:
     mutant = "tests.conformance.mutants:EpsInsideRoot"
-    done = _run("-m", "conformance", "check", "--optimizer", mutant, "--cases", CASE, "--budget", "10")
+    done = _run("-m", "conformance", "check", "--optimizer", mutant, "--cases", CASE, "--budget", "10", "-v")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "FAIL lockstep" in done.stdout
+    assert "FAIL lockstep" in done.stdout  # -v: every failing scenario, check by check
     assert re.search(r"candidate [\d.e+-]+ ULP from exact, torch [\d.e+-]+", done.stdout)  # the oracle's verdict
+    assert "causes (configurations): eps inside the square root (1)" in done.stdout  # the verdict names the cause
+    assert "diagnosis: the candidate computes torch's RMSprop with eps inside the square root (" in done.stdout
     replay = re.search(r"first replay: python -m conformance (check --replay \S+ --optimizer \S+)", done.stdout)
     assert replay, done.stdout
     again = _run("-m", "conformance", *replay.group(1).split())
