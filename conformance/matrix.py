@@ -35,6 +35,7 @@ __all__ = [
     "case_by_id",
     "case_id",
     "cases",
+    "describe_config",
     "describe_no_match",
     "flag_configs",
     "select_cases",
@@ -76,6 +77,18 @@ class FlagConfig:
         """A short stable identifier, e.g. ``c1-m1-wd0-max0``."""
         return f"c{int(self.centered)}-m{int(self.momentum > 0)}-wd{int(self.weight_decay > 0)}-max{int(self.maximize)}"
 
+    @property
+    def description(self) -> str:
+        """The combination in words, e.g. ``centered, no momentum, weight decay 0.01, minimise``."""
+        return ", ".join(
+            [
+                "centered" if self.centered else "not centered",
+                f"momentum {self.momentum:g}" if self.momentum > 0 else "no momentum",
+                f"weight decay {self.weight_decay:g}" if self.weight_decay > 0 else "no weight decay",
+                "maximise" if self.maximize else "minimise",
+            ]
+        )
+
     def hyper(
         self,
         lr: float = 1e-2,
@@ -101,6 +114,20 @@ class FlagConfig:
             centered=self.centered,
             maximize=self.maximize,
         )
+
+
+def describe_config(name: str) -> str:
+    """Return a flag configuration's code (``c1-m0-wd1-max0``) in words (:attr:`FlagConfig.description`).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is no configuration's code.
+    """
+    for config in flag_configs():
+        if config.name == name:
+            return config.description
+    raise ValueError(f"no flag configuration is called {name!r}")
 
 
 def flag_configs() -> Iterator[FlagConfig]:

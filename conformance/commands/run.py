@@ -81,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     from conformance.report.document import run_drift, select_drift_cases
     from conformance.report.markdown import summary_table
     from conformance.report.output import OutputError, reserve_size, stage_reports
+    from conformance.report.summary import verdict
 
     if any(d.startswith("cuda") for d in settings.devices):
         import torch
@@ -146,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
         f"harness {env['lucid']}, numpy {env['numpy']}, torch {env['torch']}, python {env['python']}, "
         f"CPU {env['cpu_model']} ({env['cpu_capability']})"
     )
+    print(f"verdict: {verdict(result)[1]}")
     print(summary_table(result))
     outside = [
         c["id"] for c in result["cases"] if not (c["lockstep"]["within_bound"] and c["free_run"]["within_bound"])

@@ -24,7 +24,7 @@ from conformance.report.schema import atomic_write, load
 from conformance.report.summary import group_rows, scale_curve
 from conformance.rmsprop import REFERENCE
 
-__all__ = ["departure_vs_scale", "error_vs_step", "heatmaps", "to_png", "ulp_histograms"]
+__all__ = ["bounds", "departure_vs_scale", "error_vs_step", "heatmaps", "to_png", "ulp_histograms"]
 
 _DTYPES = ("float32", "float64")
 
@@ -46,18 +46,25 @@ def _dtypes(result: Mapping[str, Any]) -> list[str]:
     return [d for d in _DTYPES if d in present]
 
 
+def _config_style(index: int) -> dict[str, Any]:
+    """Return a colour and line style per configuration: 16 configurations as 8 colours, solid then dashed."""
+    colors = plt.get_cmap("tab10")(np.arange(10))
+    return {"color": colors[index % 8], "ls": "-" if index < 8 else "--"}
+
+
 def error_vs_step(result: Mapping[str, Any]) -> Figure:
     """Free-running relative error against step, one line per configuration, one panel per dtype.
 
     Each line is the worst over gradient scales, torch implementations and
-    devices; steps where the trajectories are bit-identical are left out (log axis).
+    devices; steps where the trajectories are bit-identical are left out (log
+    axis).  The verdict's bound is not a relative error (it is in units of the
+    accumulated scale): :func:`bounds` draws it.
     """
     dtypes = _dtypes(result)
     fig, axes = plt.subplots(1, len(dtypes), figsize=(6.5 * len(dtypes), 4.6), squeeze=False, layout="constrained")
     configs = list(dict.fromkeys(c["config"] for c in result["cases"]))
-    colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(configs), 2)))
     for ax, dtype in zip(axes[0], dtypes):
-        for color, config in zip(colors, configs):
+        for index, config in enumerate(configs):
             curves = [
                 [np.nan if x is None else x for x in c["free_run"]["relative_error"]]
                 for c in result["cases"]
@@ -66,15 +73,68 @@ def error_vs_step(result: Mapping[str, Any]) -> Figure:
             worst = np.nanmax(np.array(curves, dtype=float), axis=0) if curves else np.array([])
             steps = np.arange(1, worst.size + 1)
             shown = np.where(worst > 0, worst, np.nan)
-            ax.plot(steps, shown, color=color, lw=1.2, label=config)
-        steps = np.arange(1, int(result["settings"]["steps"]) + 1)
-        ax.plot(steps, 2 * _u(dtype) * np.sqrt(steps), "k--", lw=1, label=r"$2u\sqrt{t}$ (honest noise)")
+            ax.plot(steps, shown, lw=1.3, label=config, **_config_style(index))
+        ax.axhline(_u(dtype), color="grey", lw=0.8, ls=":", label=f"unit roundoff u ({dtype})")
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel(r"max $|p - p_{torch}|$ / max $|p_{torch}|$")
         ax.set_title(f"{dtype}: free-running error against step (worst over scales)")
         ax.grid(True, which="major", alpha=0.3)
     axes[0][-1].legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def bounds(result: Mapping[str, Any]) -> Figure:
+    """Draw the errors that decide each verdict beside the bound that decides it, per configuration and dtype.
+
+    Per configuration: the worst (over scales, torch implementations and
+    devices) lockstep error in ``u`` times the step's forward-error scale, and
+    the worst free-running error in ``u`` times the accumulated scale, each
+    beside its derived bound; a marker above its line left the bound.  A zero
+    (bit-identical throughout) is drawn at the bottom edge.
+    """
+    from conformance.compare import LOCKSTEP_BOUND
+    from conformance.freerun import FREE_RUN_BOUND
+
+    dtypes = _dtypes(result)
+    configs = list(dict.fromkeys(c["config"] for c in result["cases"]))
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6.5 * len(dtypes), 4.4), squeeze=False, layout="constrained")
+    floor = 1e-3
+    x = np.arange(len(configs))
+    for ax, dtype in zip(axes[0], dtypes):
+        for key, bound, marker, offset, label in (
+            ("lockstep", LOCKSTEP_BOUND, "o", -0.15, "lockstep (u * step scale)"),
+            ("free_run", FREE_RUN_BOUND, "s", 0.15, "free run (u * accumulated scale)"),
+        ):
+            worst = []
+            for config in configs:
+                values = [
+                    c[key]["max_normalised_error"]
+                    for c in result["cases"]
+                    if c["dtype"] == dtype and c["config"] == config
+                ]
+                worst.append(np.inf if any(v is None for v in values) else max(values, default=0.0))
+            worst_arr = np.array(worst, dtype=float)
+            top = max(bound * 100, float(np.nanmax(np.where(np.isfinite(worst_arr), worst_arr, 0), initial=1)) * 2)
+            shown = np.clip(np.where(np.isfinite(worst_arr), worst_arr, top), floor, top)
+            out = ~(worst_arr <= bound)
+            ax.scatter(
+                x[~out] + offset,
+                shown[~out],
+                marker=marker,
+                color="tab:blue" if key == "lockstep" else "tab:green",
+                label=f"{label}, within",
+            )
+            if out.any():
+                ax.scatter(x[out] + offset, shown[out], marker=marker, color="tab:red", label=f"{label}, OUT")
+            ax.axhline(bound, color="k", lw=0.9, ls="--" if key == "lockstep" else ":", label=f"{key} bound {bound:g}")
+        ax.set_yscale("log")
+        ax.set_ylim(floor / 1.5, None)
+        ax.set_xticks(x, configs, rotation=60, fontsize=8)
+        ax.set_ylabel("worst error in units of u * scale")
+        ax.set_title(f"{dtype}: the errors that decide the verdict, and their bounds")
+        ax.grid(True, axis="y", which="major", alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -125,6 +185,15 @@ def _ink(image: Any, value: float) -> str:
     return "k" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "w"
 
 
+def _span(data: Any, default: float) -> tuple[float, float]:
+    """Return the colour scale's ends: the finite data's range, at least one unit wide (``default`` with none)."""
+    finite = np.asarray(data)[np.isfinite(data)]
+    if not finite.size:
+        return default, default + 1
+    low, high = float(np.floor(finite.min())), float(np.ceil(finite.max()))
+    return low, max(high, low + 1)
+
+
 def heatmaps(result: Mapping[str, Any]) -> Figure:
     """Draw configuration x scale heatmaps per dtype: bitwise-equal fraction and log10 free-run error."""
     dtypes = _dtypes(result)
@@ -138,14 +207,16 @@ def heatmaps(result: Mapping[str, Any]) -> Figure:
         bitwise = np.array([[rows[dtype, cfg, s].bitwise * 100 for s in scales] for cfg in configs])
         with np.errstate(divide="ignore"):
             err = np.log10([[rows[dtype, cfg, s].free_run_final for s in scales] for cfg in configs])
+        # The colour scale spans the data (94.6-100 % on a 0-100 scale would be one colour).
+        low = float(np.floor(np.nanmin(bitwise))) if np.isfinite(bitwise).any() else 0.0
+        low = min(low, 99.0)
         panels = (
-            (bitwise, f"{dtype}: lockstep bit-identical elements (%)", "viridis", 0, 100, "{:.1f}"),
+            (bitwise, f"{dtype}: lockstep bit-identical elements (%)", "viridis", low, 100, "{:.1f}"),
             (
                 err,
                 f"{dtype}: log10 free-run relative error after {result['settings']['steps']} steps",
                 "magma_r",
-                math.log10(_u(dtype)),
-                0,
+                *_span(err, math.log10(_u(dtype))),
                 "{:.1f}",
             ),
         )
@@ -167,14 +238,19 @@ def departure_vs_scale(results: Mapping[str, Mapping[str, Any]]) -> Figure:
     """Worst final free-running relative error against gradient scale, per labelled result and dtype."""
     fig, ax = plt.subplots(figsize=(10, 5), layout="constrained")
     markers = "os^Dv<>"
-    for (label, result), marker in zip(results.items(), markers):
-        for dtype, style in zip(_DTYPES, ("-", "--")):
+    colors = plt.get_cmap("tab10")(np.arange(10))
+    for index, ((label, result), marker) in enumerate(zip(results.items(), markers)):
+        # float64 first, small and filled; float32 on top, large and hollow: where the two curves
+        # coincide (both exact, at the floor) both stay visible.
+        for k, dtype in enumerate(("float64", "float32")):
             scales, errors = scale_curve(dict(result), dtype)
             if not scales:
                 continue
             floor = 2 * _u(dtype) * math.sqrt(result["settings"]["steps"]) / 100  # shows exact zeros on a log axis
             shown = [max(e, floor) if e == e else np.nan for e in errors]
-            ax.plot(scales, shown, style, marker=marker, label=f"{label}, {dtype}")
+            color = colors[(2 * index + k) % 10]
+            style = {"ls": "--", "ms": 5} if dtype == "float64" else {"ls": "-", "ms": 9, "mfc": "none", "mew": 1.5}
+            ax.plot(scales, shown, marker=marker, color=color, zorder=2 + k, label=f"{label}, {dtype}", **style)
     for dtype, color in zip(_DTYPES, ("tab:grey", "k")):
         ax.axhline(_u(dtype), color=color, lw=0.8, ls=":", label=f"unit roundoff {dtype}")
     eps = next(iter(results.values()))["settings"]["eps"]

@@ -8,7 +8,14 @@ import re
 from typing import Any
 
 from conformance.report import figures
-from conformance.report.markdown import environment_table, incomplete_notice, scale_table, summary_table
+from conformance.report.markdown import (
+    environment_table,
+    incomplete_notice,
+    legend_table,
+    scale_table,
+    summary_table,
+)
+from conformance.report.summary import scale_curve, verdict
 from conformance.rmsprop import REFERENCE
 
 __all__ = ["html_report"]
@@ -17,24 +24,37 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-td:first-child, th:first-child { text-align: left; }
+td:first-child, th:first-child { text-align: left; white-space: nowrap; }
+table.text td, table.text th { text-align: left; }
 tr.out td { background: #fdd; }
 p.bad { background: #fdd; padding: 0.4em 0.6em; font-weight: bold; }
+p.verdict { font-size: 1.15em; padding: 0.5em 0.8em; border-left: 0.4em solid; }
+p.pass { background: #e6f4e6; border-color: #2a7a2a; } p.fail { background: #fdd; border-color: #b00; }
+td code { font-size: 1em; }
 figure { margin: 1.5em 0; } img { max-width: 100%; }
 figcaption { font-size: 0.9em; color: #444; max-width: 70em; }
 """
 
 
-def _table(markdown: str) -> str:
-    """Turn one of :mod:`conformance.report.markdown`'s pipe tables into an HTML table."""
+def _table(markdown: str, text: bool = False) -> str:
+    """Turn one of :mod:`conformance.report.markdown`'s pipe tables into an HTML table (``text``: left-aligned)."""
     lines = [line.strip().strip("|").split("|") for line in markdown.splitlines()]
     header, body = lines[0], lines[2:]
-    out = ["<table><thead><tr>", *(f"<th>{html.escape(c.strip())}</th>" for c in header), "</tr></thead><tbody>"]
+    out = [
+        f"<table{' class=text' if text else ''}><thead><tr>",
+        *(f"<th>{html.escape(c.strip())}</th>" for c in header),
+        "</tr></thead><tbody>",
+    ]
     for cells in body:
         cls = ' class="out"' if cells[-1].strip() == "OUT" else ""
-        out += [f"<tr{cls}>", *(f"<td>{html.escape(c.strip())}</td>" for c in cells), "</tr>"]
+        out += [f"<tr{cls}>", *(f"<td>{_code(html.escape(c.strip()))}</td>" for c in cells), "</tr>"]
     out.append("</tbody></table>")
     return "".join(out)
+
+
+def _code(text: str) -> str:
+    """Return ``text`` with Markdown's `code` spans as HTML code elements."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
 
 
 def _figure(png: bytes, alt: str, caption: str) -> str:
@@ -50,7 +70,7 @@ def _notice(markdown: str) -> str:
     out, items = [], []
     for line in markdown.splitlines():
         text = html.escape(line.strip()).replace("**", "")
-        text = re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
+        text = _code(text)
         if line.startswith("- "):
             items.append(f"<li>{text[2:]}</li>")
         elif text:
@@ -58,24 +78,53 @@ def _notice(markdown: str) -> str:
     return "".join(out) + (f"<ul>{''.join(items)}</ul>" if items else "")
 
 
+def _worst_in_u(result: dict[str, Any]) -> str:
+    """Return the largest final free-running relative error per dtype, in units of its unit roundoff."""
+    parts = []
+    for dtype, u in (("float32", 2.0**-24), ("float64", 2.0**-53)):
+        _, errors = scale_curve(result, dtype)
+        finite = [e for e in errors if e == e]
+        if finite:
+            parts.append(f"{dtype} {max(finite) / u:.3g} u")
+    return ", ".join(parts) or "none measured"
+
+
 def html_report(result: dict[str, Any]) -> str:
     """Return the report of ``result`` as one HTML document with no external resources."""
     steps = result["settings"]["steps"]
     title = f"Drift report: {result['candidate']} against {REFERENCE}"
+    passed, sentence = verdict(result)
+    word, rest = sentence.split(": ", 1)
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"<p class='verdict {'pass' if passed else 'fail'}'><b>Verdict: {word}.</b> "
+        f"{html.escape(rest[0].upper() + rest[1:])}.</p>",
         *([_notice(notice)] if (notice := incomplete_notice(result)) else []),
         "<h2>What produced these numbers</h2>",
         _table(environment_table(result)),
+        "<h2>Configuration codes</h2>",
+        "<p><code>cC-mM-wdW-maxX</code>: centered (C), momentum (M), weight decay (W) and maximize (X) off (0) "
+        "or on (1), at the values the matrix uses.</p>",
+        _table(legend_table(result), text=True),
+        "<h2>The verdict's bounds</h2>",
+        _figure(
+            figures.to_png(figures.bounds(result)),
+            "worst errors against their bounds",
+            "Per configuration, the worst lockstep error (in u times that step's forward-error scale) and the "
+            "worst free-running error (in u times the scale accumulated over the run), each beside the derived "
+            "bound that decides the verdict; red markers left it. Bit-identical throughout is drawn at the "
+            "bottom edge.",
+        ),
         "<h2>Departure by gradient scale</h2>",
         _figure(
             figures.to_png(figures.departure_vs_scale({result["candidate"]: result})),
             "relative error against gradient scale",
             f"Worst (over configurations, torch implementations and devices) relative error of the parameter "
-            f"against torch after {steps} free-running steps, per gradient scale. Dotted lines: the unit roundoff "
-            "of each dtype; honest rounding noise stays within a few of it. Exact agreement is drawn at 1/100 of "
-            "2u·sqrt(N).",
+            f"against torch after {steps} free-running steps, per gradient scale (float32 hollow, on top; "
+            f"float64 filled). Dotted lines: the unit roundoff u of each dtype. The largest here: "
+            f"{_worst_in_u(result)}; the verdict does not judge this relative error but the error in units of the "
+            "accumulated scale (the bounds figure above). Exact agreement is drawn at 1/100 of 2u·sqrt(N).",
         ),
         _table(scale_table(result)),
         "<h2>Agreement per configuration</h2>",
@@ -88,14 +137,15 @@ def html_report(result: dict[str, Any]) -> str:
             "configuration by scale heatmaps",
             "Per configuration and gradient scale (pooled over torch implementations): left, percentage of "
             "lockstep parameter elements bit-identical to torch; right, log10 of the final free-running relative "
-            "error ('exact': identical trajectories). The colour scale starts at the unit roundoff.",
+            "error ('exact': identical trajectories). Each colour scale spans the measured range.",
         ),
         _figure(
             figures.to_png(figures.error_vs_step(result)),
             "free-running error against step",
             "Free-running relative error against step, one line per configuration (worst over scales and "
-            "implementations). Dashed: 2u·sqrt(t), the size of honest rounding noise after t steps; a line that "
-            "grows parallel to it is noise, one that starts far above it is a different formula.",
+            "implementations; configurations 9-16 dashed). Dotted: the unit roundoff. Honest rounding noise "
+            "grows like sqrt(t), a bias like t; a line that starts far above u is a different formula. The "
+            "verdict is judged in units of the accumulated scale, against the bound in the figure above.",
         ),
         _figure(
             figures.to_png(figures.ulp_histograms(result)),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance.report.summary import Row, group_rows
+from conformance.report.summary import Row, config_legend, group_rows, verdict
 from conformance.rmsprop import REFERENCE
 
-__all__ = ["environment_table", "markdown_report", "scale_table", "summary_table"]
+__all__ = ["environment_table", "legend_table", "markdown_report", "scale_table", "summary_table", "verdict_line"]
 
 
 def _header(candidate: str) -> str:
@@ -79,14 +79,31 @@ def incomplete_notice(result: dict[str, Any]) -> str | None:
     return "\n".join(lines) or None
 
 
+def verdict_line(result: dict[str, Any]) -> str:
+    """Return the report's verdict, bold (:func:`conformance.report.summary.verdict`)."""
+    _, text = verdict(result)
+    word, rest = text.split(": ", 1)
+    return f"**Verdict: {word}.** {rest[0].upper()}{rest[1:]}."
+
+
+def legend_table(result: dict[str, Any]) -> str:
+    """Return what each configuration code means, as a two-column table."""
+    rows = [f"| `{code}` | {meaning} |" for code, meaning in config_legend(result)]
+    return "\n".join(["| configuration | meaning |", "|---|---|", *rows])
+
+
 def markdown_report(result: dict[str, Any]) -> str:
     """Return the whole Markdown summary."""
     return (
         "\n\n".join(
             [
                 f"# Drift report: {result['candidate']} against {REFERENCE}",
+                verdict_line(result),
                 *filter(None, [incomplete_notice(result)]),
                 environment_table(result),
+                "## Configuration codes\n\n`cC-mM-wdW-maxX`: centered (C), momentum (M), weight decay (W) and "
+                "maximize (X) off (0) or on (1), at the values the matrix uses.",
+                legend_table(result),
                 "## Agreement per configuration\n\n"
                 "Lockstep (state copied from torch before every step): fraction of parameter elements "
                 "bit-identical to torch, and distances in ULPs at the magnitude of the terms that form the "

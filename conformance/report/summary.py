@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Row", "group_rows", "scale_curve"]
+from conformance.matrix import describe_config
+
+__all__ = ["Row", "config_legend", "group_rows", "scale_curve", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +75,40 @@ def scale_curve(
     )
     rows.sort(key=lambda r: float(r.key[0]))  # type: ignore[arg-type]
     return [float(r.key[0]) for r in rows], [r.free_run_final for r in rows]  # type: ignore[arg-type]
+
+
+def verdict(result: dict[str, Any]) -> tuple[bool, str]:
+    """Return whether the run passed and its verdict in one sentence (for the top of every report and of ``run``).
+
+    It passes when every measured case stayed within the derived lockstep and
+    free-running bounds with identical NaN/Inf patterns, and every selected case
+    was measured.
+    """
+    cases = result["cases"]
+    out = [r.key for r in group_rows(result, lambda c: (c["config"], c["dtype"])) if not r.within_bounds]
+    configs = {c["config"] for c in cases}
+    failures = result.get("failures", [])
+    scope = f"{len(cases)} case(s) of {len(configs)} configuration(s)"
+    if result.get("shard"):
+        scope += f" (shard {result['shard']['index']}/{result['shard']['count']})"
+    if not out and not failures:
+        return True, f"PASS: all {scope} within the derived lockstep and free-running bounds"
+    parts = []
+    if out:
+        listed = ", ".join(f"{config} {dtype}" for config, dtype in out[:6]) + (", ..." if len(out) > 6 else "")
+        bad = sum(
+            1
+            for c in cases
+            if not (c["lockstep"]["within_bound"] and c["free_run"]["within_bound"])
+            or c["lockstep"]["nonfinite_mismatches"]
+            or c["free_run"]["nonfinite_mismatches"]
+        )
+        parts.append(f"{bad} of {scope} out of bounds, in {len(out)} configuration x dtype row(s): {listed}")
+    if failures:
+        parts.append(f"the candidate could not run {len(failures)} case(s), not measured")
+    return False, "FAIL: " + "; ".join(parts)
+
+
+def config_legend(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return each configuration code of ``result`` with its meaning, in order of appearance."""
+    return [(name, describe_config(name)) for name in dict.fromkeys(c["config"] for c in result["cases"])]

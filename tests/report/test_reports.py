@@ -39,11 +39,11 @@ def test_markdown_names_every_configuration_and_the_metadata(tiny_result):
     assert "OUT" not in summary_table(tiny_result)  # Lucid stays within the derived bounds
 
 
-def test_html_is_self_contained_with_four_figures(tiny_result):
+def test_html_is_self_contained_with_five_figures(tiny_result):
     page = html_report(tiny_result)
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page)
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 4
+    assert len(images) == 5
     assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in images)
     assert tiny_result["environment"]["cpu_capability"] in page
 
@@ -90,3 +90,62 @@ def test_textbook_departure_grows_as_gradients_approach_sqrt_eps(tmp_path):
     text_path.write_text(dumps(result))
     assert figures.main([str(path), f"Lucid={lucid_path}", f"textbook={text_path}"]) == 0
     assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def _out_of_bounds(result, config="c0-m1-wd0-max0", dtype="float32"):
+    """A copy of ``result`` whose cases of one configuration and dtype left the free-running bound."""
+    import copy
+
+    bad = copy.deepcopy(result)
+    for case in bad["cases"]:
+        if case["config"] == config and case["dtype"] == dtype:
+            case["free_run"]["within_bound"] = False
+            case["free_run"]["max_normalised_error"] = 1e4
+    return bad
+
+
+def test_every_report_opens_with_its_verdict(tiny_result):
+    text = markdown_report(tiny_result)
+    assert text.splitlines()[2].startswith("**Verdict: PASS.** All ")
+    page = html_report(tiny_result)
+    assert "<p class='verdict pass'><b>Verdict: PASS.</b>" in page
+    assert page.index("Verdict: PASS") < page.index("What produced these numbers")
+    bad = _out_of_bounds(tiny_result)
+    text = markdown_report(bad)
+    assert text.splitlines()[2].startswith("**Verdict: FAIL.** ")
+    assert "c0-m1-wd0-max0 float32" in text.splitlines()[2]  # names the configuration that left its bound
+    assert "<p class='verdict fail'><b>Verdict: FAIL.</b>" in html_report(bad)
+
+
+def test_reports_explain_every_configuration_code(tiny_result):
+    text = markdown_report(tiny_result)
+    assert "| `c1-m0-wd1-max0` | centered, no momentum, weight decay 0.01, minimise |" in text
+    assert "| `c0-m1-wd0-max1` | not centered, momentum 0.9, no weight decay, maximise |" in text
+    assert "<code>c1-m0-wd1-max0</code>" in html_report(tiny_result)
+
+
+def test_bounds_figure_marks_what_left_its_bound(tiny_result):
+    """The bounds figure draws both bounds, and a red marker exactly where a configuration left one."""
+    fig = figures.bounds(_out_of_bounds(tiny_result))
+    ax = fig.axes[0]  # float32
+    red = [
+        c
+        for c in ax.collections
+        if any(np.allclose(f[:3], (0.839, 0.153, 0.157), atol=0.01) for f in c.get_facecolor())
+    ]
+    assert len(red) == 1 and len(red[0].get_offsets()) == 1
+    assert sorted(line.get_ydata()[0] for line in ax.get_lines()) == [16, 16]
+    assert not any(
+        any(np.allclose(f[:3], (0.839, 0.153, 0.157), atol=0.01) for f in c.get_facecolor())
+        for c in figures.bounds(tiny_result).axes[0].collections
+    )
+    figures.plt.close("all")
+
+
+def test_heatmap_colour_scales_span_the_data(tiny_result):
+    fig = figures.heatmaps(tiny_result)
+    bitwise = fig.axes[0].images[0]
+    data = bitwise.get_array()
+    low, high = bitwise.get_clim()
+    assert high == 100 and low <= float(np.nanmin(data)) and low > float(np.nanmin(data)) - 1.5
+    figures.plt.close("all")
