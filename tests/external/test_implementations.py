@@ -31,6 +31,8 @@ class Row:
     args: tuple[str, ...]
     status: int
     verdict: str
+    #: The causes the verdict line names, as printed ("" where it passes).
+    causes: str = ""
 
 
 ROWS = [
@@ -53,6 +55,7 @@ ROWS = [
         1,
         "10 of 10 scenario(s) DISAGREE; failing checks: candidate_to_torch, freerun, lockstep, magnitude, "
         "nonfinite, reordered_load, torch_to_candidate",
+        "causes (configurations): eps inside the square root (2)",
     ),
     Row(
         "optax-eps-outside",
@@ -60,6 +63,7 @@ ROWS = [
         1,
         "2 of 10 scenario(s) DISAGREE; failing checks: candidate_to_torch, lockstep, nonfinite, reordered_load, "
         "torch_to_candidate",
+        "causes (configurations): subnormal results flushed to zero (flush-to-zero arithmetic) (2)",
     ),
     Row(
         "optax-eps-outside-momentum",
@@ -67,12 +71,14 @@ ROWS = [
         1,
         "8 of 10 scenario(s) DISAGREE; failing checks: candidate_roundtrip, candidate_to_torch, freerun, lockstep, "
         "nonfinite, reordered_load, torch_to_candidate",
+        "causes (configurations): lr inside the momentum buffer (2)",
     ),
     Row(
         "lucid-dl",
         ("--optimizer", "conformance.adapters.lucid_dl:rmsprop", "--cases", "m0-wd0-max0-float64-cpu-foreach0"),
         1,
         "4 of 10 scenario(s) DISAGREE; failing checks: freerun, lockstep, magnitude, state_dict",
+        "causes (configurations): eps inside the square root (2); could not run (it raised IndexError) (2)",
     ),
 ]
 
@@ -88,3 +94,4 @@ def test_verdict_unchanged(row: Row) -> None:
     shown = done.stdout[-4000:] + done.stderr[-2000:]
     assert done.returncode == row.status, shown
     assert row.verdict in done.stdout, shown
+    assert row.causes in done.stdout, shown  # the diagnosis's causes, as docs/implementations.md quotes them
