@@ -18,21 +18,32 @@ torch's step, for reference (``g`` the gradient, ``v`` ``square_avg``, ``m``
     b = mu * b + g / avg;  p = p - lr * b          (momentum > 0)
     p = p - lr * g / avg                           (otherwise)
 
-Two departures act on the stream rather than the formula, and are applied by
-the replay: ``lr_changes_ignored`` (the learning rate read once, at
-construction) and ``none_grad_as_zero`` (a parameter without a gradient stepped
-with zeros, where torch skips it).
+The others act on what the step is given, and the replay of
+:mod:`conformance.diagnosis` applies them: hyperparameter changes ignored
+(``lr_changes_ignored``, ``alpha_changes_ignored``, ...: read once, at
+construction), a zero alpha or eps taken as unset (Python's ``or``), a group
+with lr = 0 skipped, a missing gradient stepped as zeros, an all-zero gradient
+skipped, infinite gradients clipped to the largest finite value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from itertools import combinations
 
-from conformance.rmsprop import Hyper
+from conformance.rmsprop import CONTINUOUS
 
-__all__ = ["CATALOGUE", "DEPARTURES", "FORMULA", "Departure", "combinations_upto", "describe", "relevant"]
+__all__ = [
+    "CATALOGUE",
+    "CONDITIONS",
+    "DEPARTURES",
+    "FORMULA",
+    "Departure",
+    "combinations_upto",
+    "describe",
+    "relevant",
+]
 
 
 @dataclass(frozen=True)
@@ -47,8 +58,10 @@ class Departure:
     formula: str
     #: Where it is found.
     seen_in: str
-    #: Which flag or hyperparameter must be set for it to change anything
-    #: (``momentum``, ``weight_decay``, ``centered``, ``maximize``, ``lr_change``, ``none_grad``; empty: always).
+    #: The conditions of a run (:data:`CONDITIONS`) under which it changes anything: a flag
+    #: (``momentum``, ``weight_decay``, ``centered``, ``maximize``), a hyperparameter changed mid-run
+    #: (``lr_change``, ...) or zero (``lr_zero``, ...), gradients missing (``none_grad``), all zero
+    #: (``zero_grad``) or infinite (``inf_grad``); empty: always.
     needs: tuple[str, ...] = ()
 
 
@@ -134,12 +147,36 @@ CATALOGUE: tuple[Departure, ...] = (
         "an implementation that negates the decayed gradient",
         needs=("maximize", "weight_decay"),
     ),
+    *(
+        Departure(
+            f"{name}_changes_ignored",
+            f"{name} changes ignored ({name} read once, at construction)",
+            f"{name} fixed at its initial value",
+            f"an implementation that copies {name} out of param_groups when built (a scheduler's changes are lost)",
+            needs=(f"{name}_change",),
+        )
+        for name in CONTINUOUS
+    ),
     Departure(
-        "lr_changes_ignored",
-        "lr changes ignored (the learning rate read once, at construction)",
-        "lr fixed at its initial value",
-        "an implementation that copies lr out of param_groups when built",
-        needs=("lr_change",),
+        "zero_alpha_as_default",
+        "alpha = 0 taken as unset (alpha 0.99)",
+        "alpha = group['alpha'] or 0.99",
+        "Python's `or` for a default, where torch accepts alpha = 0 (no averaging)",
+        needs=("alpha_zero",),
+    ),
+    Departure(
+        "zero_eps_as_default",
+        "eps = 0 taken as unset (eps 1e-8)",
+        "eps = group['eps'] or 1e-8",
+        "Python's `or` for a default, where torch accepts eps = 0 (the bare root)",
+        needs=("eps_zero",),
+    ),
+    Departure(
+        "zero_lr_skips_step",
+        "a group with lr = 0 skipped",
+        "no step (state and counter untouched) where lr = 0",
+        "an implementation that skips groups with nothing to update; torch still updates the state",
+        needs=("lr_zero",),
     ),
     Departure(
         "none_grad_as_zero",
@@ -148,13 +185,50 @@ CATALOGUE: tuple[Departure, ...] = (
         "an implementation that zero-fills missing gradients",
         needs=("none_grad",),
     ),
+    Departure(
+        "zero_grad_skipped",
+        "an all-zero gradient skipped",
+        "a parameter whose whole gradient is 0 not stepped (torch decays its state)",
+        "sparse-style implementations",
+        needs=("zero_grad",),
+    ),
+    Departure(
+        "inf_grad_clipped",
+        "infinite gradients clipped to the largest finite value",
+        "g = clip(g, -max, max) (torch propagates the infinity: inf / inf = NaN)",
+        "an implementation that sanitises its gradients",
+        needs=("inf_grad",),
+    ),
 )
 
 #: Every departure by name.
 DEPARTURES: dict[str, Departure] = {d.name: d for d in CATALOGUE}
 
-#: The departures :func:`~conformance.oracle.oracle_step` applies (the others act on the stream).
-FORMULA = frozenset(DEPARTURES) - {"lr_changes_ignored", "none_grad_as_zero"}
+#: The departures :func:`~conformance.oracle.oracle_step` applies (the others act on the stream or the
+#: hyperparameters the step is given, and :mod:`conformance.diagnosis` applies them).
+FORMULA = frozenset(
+    {
+        "eps_inside_root",
+        "eps_ignored",
+        "square_avg_starts_at_one",
+        "alpha_swapped",
+        "grad_avg_alpha_swapped",
+        "centered_ignored",
+        "lr_inside_momentum",
+        "momentum_ignored",
+        "decoupled_weight_decay",
+        "weight_decay_ignored",
+        "maximize_ignored",
+        "maximize_after_weight_decay",
+    }
+)
+
+#: Every condition a departure may need (:attr:`Departure.needs`), which :func:`relevant` is given.
+CONDITIONS = frozenset(
+    {"momentum", "weight_decay", "centered", "maximize", "none_grad", "zero_grad", "inf_grad"}
+    | {"alpha_zero", "eps_zero", "lr_zero"}
+    | {f"{name}_change" for name in CONTINUOUS}
+)
 
 #: Pairs that cannot both hold, or where one makes the other meaningless (never combined).
 _EXCLUSIVE = frozenset(
@@ -170,17 +244,18 @@ _EXCLUSIVE = frozenset(
 )
 
 
-def relevant(hypers: Sequence[Hyper], lr_change: bool, none_grad: bool) -> list[Departure]:
-    """Return the departures that can change a run with these groups, an lr change or not, missing gradients or not."""
-    present = {
-        "momentum": any(h.momentum > 0 for h in hypers),
-        "weight_decay": any(h.weight_decay != 0 for h in hypers),
-        "centered": any(h.centered for h in hypers),
-        "maximize": any(h.maximize for h in hypers),
-        "lr_change": lr_change,
-        "none_grad": none_grad,
-    }
-    return [d for d in CATALOGUE if all(present[n] for n in d.needs)]
+def relevant(conditions: Collection[str]) -> list[Departure]:
+    """Return the departures that can change a run where ``conditions`` hold (some of :data:`CONDITIONS`).
+
+    Raises
+    ------
+    ValueError
+        If a condition is not one of :data:`CONDITIONS`.
+    """
+    unknown = set(conditions) - CONDITIONS
+    if unknown:
+        raise ValueError(f"unknown conditions {sorted(unknown)}; expected some of {sorted(CONDITIONS)}")
+    return [d for d in CATALOGUE if all(n in conditions for n in d.needs)]
 
 
 def combinations_upto(departures: Iterable[Departure], size: int) -> list[frozenset[str]]:

@@ -41,11 +41,11 @@ from numpy.typing import NDArray
 
 from conformance.candidate import Adapter, CandidateError
 from conformance.checks.outcome import CheckOutcome, pair_options
-from conformance.compare import LOCKSTEP_BOUND, normalised_error, step_scales
+from conformance.compare import LOCKSTEP_BOUND, nonfinite_mismatch_mask, normalised_error, pinned_nonfinite, step_scales
 from conformance.departures import FORMULA, combinations_upto, describe, relevant
 from conformance.freerun import FREE_RUN_BOUND, accumulate_scale, normalised_drift, pinned
 from conformance.oracle import oracle_step
-from conformance.rmsprop import BUFFERS, Hyper
+from conformance.rmsprop import BUFFERS, CONTINUOUS, Hyper
 from conformance.runners import LockstepPair, StepRecord
 from conformance.scenario import Scenario
 from conformance.streams import as_real, materialize
@@ -93,6 +93,9 @@ NUMERICAL_CHECKS = frozenset(
         "reordered_load",
     }
 )
+
+#: How the scenario that reveals lr inside the momentum buffer is described.
+_LR_CHANGE = "the same scenario with lr x 0.1"
 
 #: The scale of the gradients in the scenario that tells eps's departures apart (where ``|g| ~ sqrt(eps)``).
 _SMALL_GRADIENTS = 1e-4
@@ -203,6 +206,52 @@ def _free_run(scenario: Scenario, adapter: Adapter, lockstep: bool = False) -> _
     return _FreeRun([as_real(np.asarray(p)) for p in params0], records, scales, initial)
 
 
+def _given(hyper: Hyper, initial: Hyper, names: frozenset[str]) -> Hyper:
+    """Return the hyperparameters a candidate with the departures ``names`` steps with, where torch has ``hyper``."""
+    changes: dict[str, Any] = {k: getattr(initial, k) for k in CONTINUOUS if f"{k}_changes_ignored" in names}
+    hyper = replace(hyper, **changes)
+    if "zero_alpha_as_default" in names and hyper.alpha == 0:
+        hyper = replace(hyper, alpha=Hyper.alpha)
+    if "zero_eps_as_default" in names and hyper.eps == 0:
+        hyper = replace(hyper, eps=Hyper.eps)
+    return hyper
+
+
+def _stepped_with(
+    grad: NDArray[Any] | None, hyper: Hyper, param0: NDArray[Any], names: frozenset[str]
+) -> NDArray[Any] | None:
+    """Return the gradient a candidate with the departures ``names`` steps with (None: it takes no step)."""
+    if grad is None:
+        return np.zeros(param0.shape, param0.dtype) if "none_grad_as_zero" in names else None
+    if "zero_lr_skips_step" in names and hyper.lr == 0:
+        return None
+    if "zero_grad_skipped" in names and grad.size and not np.any(grad):
+        return None
+    if "inf_grad_clipped" in names and np.isinf(grad).any():
+        top = np.finfo(grad.dtype).max
+        return np.clip(grad, -top, top)
+    return grad
+
+
+def _conditions(run: _FreeRun) -> set[str]:
+    """Return the conditions of ``run`` (:data:`conformance.departures.CONDITIONS`) that departures may need."""
+    out: set[str] = set()
+    for recs in run.records:
+        for i, rec in enumerate(recs):
+            hyper, initial = rec.hyper or run.initial[i], run.initial[i]
+            out |= {k for k in ("momentum", "weight_decay") if getattr(hyper, k) != 0}
+            out |= {k for k in ("centered", "maximize") if getattr(hyper, k)}
+            out |= {f"{k}_change" for k in CONTINUOUS if getattr(hyper, k) != getattr(initial, k)}
+            out |= {f"{k}_zero" for k in ("alpha", "eps", "lr") if getattr(hyper, k) == 0}
+            if rec.grad is None:
+                out.add("none_grad")
+            elif rec.grad.size and not np.any(rec.grad):
+                out.add("zero_grad")
+            elif np.isinf(rec.grad).any():
+                out.add("inf_grad")
+    return out
+
+
 def _effective(hyper: Hyper, names: frozenset[str]) -> Hyper:
     """Return the hyperparameters torch's formula would need to compute what ``names`` computes, where one does."""
     changes: dict[str, Any] = {}
@@ -240,14 +289,10 @@ def _distance(run: _FreeRun, names: frozenset[str], stop_above: float = math.inf
     with np.errstate(all="ignore"):
         for step, (recs, scales) in enumerate(zip(run.records, run.scales)):
             for i, rec in enumerate(recs):
-                grad = rec.grad
                 dtype = rec.torch_param.dtype
-                if grad is None and "none_grad_as_zero" in names:
-                    grad = np.zeros(run.params0[i].shape, run.params0[i].dtype)
+                hyper = _given(rec.hyper or run.initial[i], run.initial[i], names)
+                grad = _stepped_with(rec.grad, hyper, run.params0[i], names)
                 if grad is not None:
-                    hyper = rec.hyper or run.initial[i]
-                    if "lr_changes_ignored" in names:
-                        hyper = replace(hyper, lr=run.initial[i].lr)
                     exact = oracle_step(hyper, wide[i], grad, state[i], formula, run.params0[i].dtype)
                     after = {k: getattr(exact, k) for k in BUFFERS if getattr(exact, k) is not None}
                     if names:
@@ -287,15 +332,86 @@ def _distance(run: _FreeRun, names: frozenset[str], stop_above: float = math.inf
     return worst, on_torch_scale if names else worst
 
 
+def _step_distance(run: _FreeRun, names: frozenset[str]) -> float:
+    """Return the largest lockstep error (u * step scale) of the candidate's re-synced steps against the variant's.
+
+    ``run`` is re-synced to torch before every step (``_free_run(..., lockstep=True)``),
+    so each record holds the candidate's one step from torch's state, in
+    whatever convention the candidate keeps its buffers; the variant's exact step
+    from the same state is what a candidate with the departures ``names``
+    computes.  The parameter and every buffer both hold are compared, on the
+    larger of torch's step scale and the variant's own, and a NaN/Inf pattern
+    that differs where torch's step pins it is infinitely far.
+    """
+    formula = names & FORMULA
+    worst = 0.0
+    with np.errstate(all="ignore"):
+        for recs in run.records:
+            for i, rec in enumerate(recs):
+                dtype = rec.torch_param.dtype
+                hyper = _given(rec.hyper or run.initial[i], run.initial[i], names)
+                grad = _stepped_with(rec.grad, hyper, run.params0[i], names)
+                base = None
+                if grad is None:  # no step: the candidate must hold what it was given
+                    expected = {"param": rec.param0, **rec.torch_state0}
+                    scale = {k: np.abs(v.astype(np.float64)) for k, v in expected.items()}
+                else:
+                    exact = oracle_step(hyper, rec.param0, grad, rec.torch_state0, formula)
+                    expected = {"param": exact.param.astype(dtype)}
+                    expected |= {k: getattr(exact, k).astype(dtype) for k in BUFFERS if getattr(exact, k) is not None}
+                    buffers = {k: v for k, v in expected.items() if k != "param"}
+                    theirs = step_scales(_effective(hyper, names), rec.param0, grad, rec.torch_state0, buffers)
+                    base = theirs
+                    if rec.grad is not None:
+                        base = step_scales(rec.hyper or hyper, rec.param0, rec.grad, rec.torch_state0, rec.torch_state)
+                    scale = {k: _larger(getattr(base, k), getattr(theirs, k)) for k in ("param", *BUFFERS)}
+                ours = {"param": rec.candidate_param, **rec.candidate_state}
+                for name, value in expected.items():
+                    mine = ours.get(name)
+                    if mine is None or scale.get(name) is None:
+                        continue
+                    if mine.shape != value.shape:
+                        return math.inf
+                    pins = np.asarray(pinned_nonfinite(rec.param0, rec.pairs, hyper))
+                    # As the lockstep check: where torch's own step leaves the pattern to the formula
+                    # (a variance within rounding of zero; lerp's NaN or Inf), a difference is no evidence.
+                    if base is not None and name in ("param", "momentum_buffer") and base.cancelled is not None:
+                        pins = pins & ~base.cancelled
+                    if base is not None and name == "grad_avg" and base.lerp_nonfinite is not None:
+                        pins = pins & ~base.lerp_nonfinite
+                    if np.any(nonfinite_mismatch_mask(mine, value) & pins):
+                        return math.inf
+                    err = normalised_error(mine, value, scale[name])
+                    worst = max(worst, float(np.max(err, initial=0.0)))
+                if worst > LOCKSTEP_BOUND:
+                    return worst
+    return worst
+
+
+def _larger(a: NDArray[Any] | None, b: NDArray[Any] | None) -> NDArray[Any] | None:
+    """Return the elementwise larger of two scales, either of which may be missing (None)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return np.maximum(a, b)
+
+
+def _step_search(run: _FreeRun) -> list[tuple[float, frozenset[str]]]:
+    """Return the smallest combinations whose re-synced steps keep the candidate within the lockstep bound."""
+    options = relevant(_conditions(run))
+    for size in range(1, MAX_COMBINATION + 1):
+        found = [(d, c) for c in combinations_upto(options, size) if (d := _step_distance(run, c)) <= LOCKSTEP_BOUND]
+        if found:
+            return sorted(found, key=lambda x: (x[0], sorted(x[1])))
+    return []
+
+
 def _pinned_mismatch(ours: NDArray[Any], exact: NDArray[Any], scale: NDArray[Any]) -> NDArray[np.bool_]:
     """Return where one side is finite and the other not, and the bound still pins the value (as the free run)."""
     mismatch = np.isfinite(ours) != np.isfinite(exact)
     return mismatch & pinned(ours, exact, scale) if mismatch.any() else mismatch
 
 
-def _search(
-    run: _FreeRun, scenario: Scenario, within: Sequence[frozenset[str]] | None = None
-) -> list[tuple[float, frozenset[str]]]:
+def _search(run: _FreeRun, within: Sequence[frozenset[str]] | None = None) -> list[tuple[float, frozenset[str]]]:
     """Return the smallest combinations (by size) that explain the run, closest first, with their distances.
 
     A combination explains the run when its judging distance is within
@@ -308,9 +424,7 @@ def _search(
         sizes = sorted({len(c) for c in within})
         groups = [[c for c in within if len(c) == n] for n in sizes]
     else:
-        none_grad = any(r.grad is None for recs in run.records for r in recs)
-        lr_change = any(c.name == "lr" for c in scenario.changes)
-        options = relevant(scenario.hypers, lr_change=lr_change, none_grad=none_grad)
+        options = relevant(_conditions(run))
         groups = [combinations_upto(options, n) for n in range(1, MAX_COMBINATION + 1)]
     for combos in groups:
         found = []
@@ -330,7 +444,7 @@ def _telling_apart(scenario: Scenario) -> list[tuple[str, Scenario]]:
     hypers = scenario.hypers
     if any(h.momentum > 0 for h in hypers) and not any(c.name == "lr" for c in scenario.changes):
         step = max(1, scenario.steps // 2)
-        out.append((f"the same scenario with lr x 0.1 from step {step}", replace(scenario, lr_change=(step, 0.1))))
+        out.append((f"{_LR_CHANGE} from step {step}", replace(scenario, lr_change=(step, 0.1))))
     small = tuple(replace(p, scale=p.scale * _SMALL_GRADIENTS) for p in scenario.params)
     out.append((f"the same scenario with gradients x {_SMALL_GRADIENTS:g}", replace(scenario, params=small)))
     return out
@@ -441,6 +555,8 @@ def observed_causes(outcomes: Sequence[CheckOutcome]) -> tuple[str, ...]:
             out.append("float32 values stored in float64" if widened else f"dtypes not preserved ({o.detail})")
         elif o.check == "state_dict":
             out.append(_state_dict_cause(o.detail))
+        elif o.check == "contract_load_hypers":
+            out.append("load_state_dict() does not restore the saved hyperparameters (contract_load_hypers)")
     return tuple(dict.fromkeys(out))
 
 
@@ -475,22 +591,19 @@ def _unrestored(scenario: Scenario, candidate: Adapter) -> tuple[str, ...]:
     return tuple(f"load_state_dict() does not restore {name}" for name in lost)
 
 
-def _explain(run: _FreeRun, scenario: Scenario) -> list[tuple[float, frozenset[str]]]:
+def _explain(run: _FreeRun) -> list[tuple[float, frozenset[str]]]:
     """Torch's own formula if it explains the run, else the smallest combinations that do (best first)."""
     torch_distance = _distance(run, frozenset(), DIAGNOSIS_BOUND)[0]
     if torch_distance <= DIAGNOSIS_BOUND:
         return [(torch_distance, frozenset())]
-    return _search(run, scenario)
+    return _search(run)
 
 
-def _extensions(best: frozenset[str], scenario: Scenario) -> list[frozenset[str]]:
-    """``best`` and every combination of it with one more relevant departure (up to :data:`MAX_COMBINATION`)."""
+def _extensions(best: frozenset[str], run: _FreeRun) -> list[frozenset[str]]:
+    """Return ``best`` and each combination of it with one more departure relevant to ``run`` (up to 3 in all)."""
     if len(best) >= MAX_COMBINATION:
         return [best]
-    none_grad = any(p.none_every or p.first_step for p in scenario.params)
-    lr_change = any(c.name == "lr" for c in scenario.changes)
-    options = relevant(scenario.hypers, lr_change=lr_change, none_grad=none_grad)
-    grown = [c for c in combinations_upto(options, len(best) + 1) if best < c]
+    grown = [c for c in combinations_upto(relevant(_conditions(run)), len(best) + 1) if best < c]
     return [best, *grown]
 
 
@@ -507,11 +620,11 @@ def diagnose(scenario: Scenario, candidate: Adapter, outcomes: Sequence[CheckOut
         run = _free_run(scenario, candidate)
     except CandidateError:
         return None
-    found = _explain(run, scenario)
+    found = _explain(run)
     if found and not found[0][1] and found[0][0] > HONEST_DISTANCE:
         # torch's formula is within the bound, but farther than an honest run gets, and a check failed:
         # a variant far closer is the better explanation.
-        closer = _search(run, scenario)
+        closer = _search(run)
         if closer and closer[0][0] * CLEARLY_CLOSER < found[0][0]:
             found = closer
     decided_by = []
@@ -519,22 +632,39 @@ def diagnose(scenario: Scenario, candidate: Adapter, outcomes: Sequence[CheckOut
         if not found:
             break  # nothing explains it: another scenario would not either
         follows_torch = len(found) == 1 and not found[0][1]
+        if len(found) == 1 and not follows_torch and not what.startswith(_LR_CHANGE):
+            continue  # one explanation: only an lr change can still reveal a departure (lr inside the buffer)
         try:
             other_run = _free_run(other, candidate)
         except CandidateError:
             continue
         if follows_torch:  # does a departure show where this scenario hid it?
-            decided = _explain(other_run, other)
+            decided = _explain(other_run)
             better = bool(decided) and bool(decided[0][1])
         elif len(found) > 1:  # does it tell the tied explanations apart?
-            decided = _search(other_run, other, within=[c for _, c in found])
+            decided = _search(other_run, within=[c for _, c in found])
             better = 0 < len(decided) < len(found)
         else:  # does one more departure show, hidden here (lr inside the buffer, eps's place)?
-            decided = _search(other_run, other, within=_extensions(found[0][1], other))
+            decided = _search(other_run, within=_extensions(found[0][1], other_run))
             better = bool(decided) and decided[0][1] != found[0][1]
         if better:
             found, run = decided, other_run
             decided_by.append(f"{what} (replay {other.to_id()})")
+    synced: _FreeRun | None = None
+    by_steps = False
+    if found and not found[0][1] and failed & {"lockstep", "nonfinite"}:
+        # The trajectory is torch's, but a step from torch's state is not: judge the steps one by one
+        # (every buffer too), as the lockstep check does, against each variant's step from that state.
+        try:
+            synced = _free_run(scenario, candidate, lockstep=True)
+        except CandidateError:
+            synced = None
+        # Only where torch's own formula fails the steps do they tell anything.
+        open_steps = synced is not None and _step_distance(synced, frozenset()) > LOCKSTEP_BOUND
+        stepped = _step_search(synced) if open_steps and synced is not None else []
+        if stepped:
+            found, by_steps = stepped, True
+            decided_by.append("its steps from torch's state, one at a time (the lockstep check's view)")
     if found and not found[0][1]:  # the trajectory is torch's: what the checks saw is all there is
         if failed & {"torch_to_candidate", "candidate_to_torch", "candidate_roundtrip", "reordered_load"}:
             observed += _unrestored(scenario, candidate)
@@ -544,10 +674,11 @@ def diagnose(scenario: Scenario, candidate: Adapter, outcomes: Sequence[CheckOut
     first = ""
     if not found or (not found[0][1] and not observed):
         # Nothing named: say where the candidate's step first leaves torch's, from torch's own state.
-        try:
-            synced = _free_run(scenario, candidate, lockstep=True)
-        except CandidateError:
-            synced = run
+        if synced is None:
+            try:
+                synced = _free_run(scenario, candidate, lockstep=True)
+            except CandidateError:
+                synced = run
         if found and _flushes_subnormals(synced):
             observed += ("subnormal results flushed to zero (flush-to-zero arithmetic)",)
         else:
@@ -559,7 +690,7 @@ def diagnose(scenario: Scenario, candidate: Adapter, outcomes: Sequence[CheckOut
         causes=tuple(sorted(best)),
         explained=True,
         distance=distance,
-        torch_distance=_distance(run, frozenset())[0],
+        torch_distance=_step_distance(synced, frozenset()) if by_steps and synced else _distance(run, frozenset())[0],
         ties=ties,
         decided_by=" and by ".join(decided_by),
         first_difference=first,

@@ -231,12 +231,16 @@ def shippable(adapter: Adapter) -> bool:
 
 
 def judge(
-    scenario: Scenario, cls: Adapter, drawn: bool = False, outcomes: list[CheckOutcome] | None = None
+    scenario: Scenario,
+    cls: Adapter,
+    drawn: bool = False,
+    outcomes: list[CheckOutcome] | None = None,
+    diagnosis: bool = True,
 ) -> ScenarioResult:
-    """Run every check of ``scenario`` (unless ``outcomes`` are given) and diagnose a numerical failure."""
+    """Run every check of ``scenario`` (unless ``outcomes`` are given) and, with ``diagnosis``, diagnose a failure."""
     outcomes = run_checks(scenario, cls) if outcomes is None else outcomes
     result = ScenarioResult(scenario, outcomes, drawn=drawn)
-    if any(o.check in NUMERICAL_CHECKS | {"dtype"} and not o.raised for o in result.failed):
+    if diagnosis and any(o.check in NUMERICAL_CHECKS | {"dtype"} and not o.raised for o in result.failed):
         try:
             result.diagnosis = diagnose(scenario, cls, outcomes)
         except Exception as err:  # a fault of the diagnosis itself: said, never taken for the candidate's
@@ -244,13 +248,13 @@ def judge(
     return result
 
 
-def case_results(cls: Adapter, case: Case, seed: int, examples: int) -> list[ScenarioResult]:
+def case_results(cls: Adapter, case: Case, seed: int, examples: int, diagnosis: bool = True) -> list[ScenarioResult]:
     """Run ``case``'s probes and, with ``examples``, that many drawn scenarios; return the results (diagnosed)."""
-    results = [judge(scenario, cls) for scenario in probe_scenarios(case, seed)]
+    results = [judge(scenario, cls, diagnosis=diagnosis) for scenario in probe_scenarios(case, seed)]
     if examples:
         bad = search_case(case, lambda s: run_checks(s, cls), examples=examples, seed=seed)
         if bad is not None:
-            results.append(judge(bad, cls, drawn=True))
+            results.append(judge(bad, cls, drawn=True, diagnosis=diagnosis))
     return results
 
 
@@ -298,6 +302,7 @@ def check_candidate(
     progress: Callable[[str], None] | None = None,
     selected: Iterable[Case] | None = None,
     advance: Callable[[], None] | None = None,
+    diagnosis: bool = True,
 ) -> CandidateReport:
     """Run the harness against ``optimizer`` (a class or ``"package.module:Class"``).
 
@@ -332,6 +337,9 @@ def check_candidate(
         Run exactly these cases (overrides ``device`` and ``case_filter``).
     advance : callable, optional
         Called once per finished case (its probes and drawn scenarios), for a progress bar.
+    diagnosis : bool, default True
+        Diagnose each scenario where a numerical check failed
+        (:func:`conformance.diagnosis.diagnose`: about as long again as its checks).
 
     Raises
     ------
@@ -348,7 +356,7 @@ def check_candidate(
     search = budget > 0 and not examples
     jobs = max(1, min(jobs, len(chosen)))
     if jobs == 1 or not shippable(cls):
-        per_case = (case_results(cls, case, seed, examples) for case in chosen)
+        per_case = (case_results(cls, case, seed, examples, diagnosis) for case in chosen)
         _absorb(report, chosen, per_case, progress, advance)
         if search:
             report.search = search_budget(
@@ -358,7 +366,7 @@ def check_candidate(
         # spawn, not fork: a forked child of a process whose OpenMP runtime (torch's) has run can hang.
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init)
         try:
-            futures = [pool.submit(case_results, cls, case, seed, examples) for case in chosen]
+            futures = [pool.submit(case_results, cls, case, seed, examples, diagnosis) for case in chosen]
             _absorb(report, chosen, (_gather(f, case.id) for f, case in zip(futures, chosen)), progress, advance)
             if search:
                 shares = [
@@ -368,7 +376,7 @@ def check_candidate(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     if report.search is not None:
-        report.results += [judge(f.scenario, cls, True, f.outcomes) for f in report.search.found]
+        report.results += [judge(f.scenario, cls, True, f.outcomes, diagnosis) for f in report.search.found]
     return report
 
 

@@ -93,8 +93,8 @@ def _run(args: argparse.Namespace) -> int:
     import torch  # noqa: F401 - a missing torch is named before anything else
 
     from conformance.candidate import CandidateError, CandidateSpecError
-    from conformance.checks import DeviceUnavailableError, require_device, run_checks
-    from conformance.harness import CandidateReport, ScenarioResult, check_candidate, usable_cpus
+    from conformance.checks import DeviceUnavailableError, require_device
+    from conformance.harness import CandidateReport, check_candidate, judge, usable_cpus
     from conformance.matrix import describe_no_match, select_cases
     from conformance.scenario import Scenario
 
@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.replay:
         report = CandidateReport(candidate.name, spec=args.optimizer, python=args.candidate_python)
-        report.results.append(ScenarioResult(scenario, run_checks(scenario, candidate)))
+        report.results.append(judge(scenario, candidate, diagnosis=not args.no_diagnosis))
         print(f"replaying {scenario.case}, checks {', '.join(scenario.checks)}")
         for outcome in report.results[0].outcomes:
             print(f"  {outcome}")
@@ -144,6 +144,7 @@ def _run(args: argparse.Namespace) -> int:
                 progress=print if args.verbose else None,
                 selected=selected,
                 advance=lambda: _advanced(bar, args.budget if not args.examples else 0),
+                diagnosis=not args.no_diagnosis,
             )
         except CandidateError as err:
             print(f"error: the candidate could not run: {err}", file=sys.stderr)
@@ -263,6 +264,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "1: all in this process)",
     )
     cmd.add_argument("--seed", type=_nonnegative, default=0, help="seed of the probes and the search (default 0)")
+    cmd.add_argument(
+        "--no-diagnosis",
+        action="store_true",
+        help="do not replay failures through the known departures to name their cause (faster)",
+    )
     cmd.add_argument(
         "--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)"
     )

@@ -82,7 +82,7 @@ def assert_caught(mutant: type, expected: str, selected: list[Case], record_prop
     ``record_property`` (pytest's fixture) records which checks caught it, for the test report.
     """
     assert selected, f"no case selected for {mutant.__name__}"
-    report = check_candidate(mutant, selected=selected)
+    report = check_candidate(mutant, selected=selected, diagnosis=False)  # caught, by which check (test_diagnosis: why)
     if record_property is not None:
         record_property("caught_by", sorted(report.caught_by))
     assert not report.ok, f"{mutant.__name__} SURVIVED every probe of {[c.id for c in selected]}"

@@ -13,13 +13,14 @@ import subprocess
 import sys
 
 import mutants
+import mutants_hypers
 import mutants_tensors
 import numpy as np
 import pytest
 
 from conformance.candidate import resolve
-from conformance.checks import run_checks
-from conformance.departures import CATALOGUE, DEPARTURES, FORMULA, combinations_upto, describe, relevant
+from conformance.checks import CheckOutcome, run_checks
+from conformance.departures import CATALOGUE, CONDITIONS, DEPARTURES, FORMULA, combinations_upto, describe, relevant
 from conformance.diagnosis import HONEST_DISTANCE, diagnose
 from conformance.examples.textbook import TextbookRMSprop
 from conformance.matrix import select_cases
@@ -28,8 +29,9 @@ from conformance.probes import probe_scenarios
 from conformance.rmsprop import Hyper
 
 RICH = "c1-m1-wd1-max1-float32-cpu-foreach0"
+HYPERS = "hyperparameter probe"
 
-#: mutant -> (its case, the departures the diagnosis must name)
+#: mutant -> (its case, the departures the diagnosis must name[, the probe to diagnose: default the first failing])
 FORMULA_MUTANTS = {
     mutants.EpsInsideRoot: (RICH, {"eps_inside_root"}),
     mutants.LrInsideMomentum: (RICH, {"lr_inside_momentum"}),
@@ -42,6 +44,16 @@ FORMULA_MUTANTS = {
     mutants.EpsDropped: ("c0-m0-wd0-max0-float64-cpu-foreach1", {"eps_ignored"}),
     mutants.LrFrozen: (RICH, {"lr_changes_ignored"}),
     mutants.NoneGradAsZero: (RICH, {"none_grad_as_zero"}),
+    # the hyperparameter probe changes every hyperparameter mid-run, to 0 among others
+    mutants_hypers.AlphaFrozen: (RICH, {"alpha_changes_ignored"}, HYPERS),
+    mutants_hypers.EpsFrozen: (RICH, {"eps_changes_ignored"}, HYPERS),
+    mutants_hypers.MomentumFrozen: (RICH, {"momentum_changes_ignored"}, HYPERS),
+    mutants_hypers.WeightDecayFrozen: (RICH, {"weight_decay_changes_ignored"}, HYPERS),
+    mutants_hypers.FalsyAlphaDefault: (RICH, {"zero_alpha_as_default"}, HYPERS),
+    mutants_hypers.FalsyEpsDefault: ("c0-m0-wd0-max0-float64-cpu-foreach0", {"zero_eps_as_default"}, HYPERS),
+    mutants_hypers.ZeroLrSkipsStep: (RICH, {"zero_lr_skips_step"}, HYPERS),
+    mutants_tensors.AllZeroGradSkipped: (RICH, {"zero_grad_skipped"}),
+    mutants_tensors.InfClipped: (RICH, {"inf_grad_clipped"}),
 }
 
 #: mutant -> (its case, a phrase the observed cause must hold)
@@ -54,11 +66,13 @@ OBSERVED_MUTANTS = {
 }
 
 
-def _failing_probe(candidate: type, case_filter: str, seed: int = 0):
-    """The first probe scenario of the case on which ``candidate`` fails a check, with its outcomes."""
+def _failing_probe(candidate: type, case_filter: str, label: str = "", seed: int = 0):
+    """The first probe scenario of the case (with ``label``) on which ``candidate`` fails a check, and its outcomes."""
     case = select_cases(case_filter, "cpu")[0]
     adapter = resolve(candidate)
     for scenario in probe_scenarios(case, seed):
+        if label and scenario.label != label:
+            continue
         outcomes = run_checks(scenario, adapter)
         if any(not o.passed for o in outcomes):
             return scenario, adapter, outcomes
@@ -67,8 +81,8 @@ def _failing_probe(candidate: type, case_filter: str, seed: int = 0):
 
 @pytest.mark.parametrize("mutant", list(FORMULA_MUTANTS), ids=lambda m: m.__name__)
 def test_formula_mutant_is_named(mutant: type) -> None:
-    case, expected = FORMULA_MUTANTS[mutant]
-    scenario, adapter, outcomes = _failing_probe(mutant, case)
+    case, expected, *label = FORMULA_MUTANTS[mutant]
+    scenario, adapter, outcomes = _failing_probe(mutant, case, *label)
     found = diagnose(scenario, adapter, outcomes)
     assert found is not None and found.explained, found
     assert set(found.causes) == expected, str(found)
@@ -112,10 +126,13 @@ def test_honest_candidates_get_no_cause_in_20_seeds(candidate: object, case: str
     adapter = resolve(candidate)
     matrix_case = select_cases(case, "cpu")[0]
     distances = []
+    # As if the lockstep and a hand-over had failed: every search the diagnosis has runs, and must name nothing.
+    forced = [CheckOutcome("lockstep", False, "forced"), CheckOutcome("torch_to_candidate", False, "forced")]
     for seed in range(20):
         scenario = probe_scenarios(matrix_case, seed)[0]
-        found = diagnose(scenario, adapter)
+        found = diagnose(scenario, adapter, forced)
         assert found is not None and found.explained and not found.causes and not found.observed, (seed, str(found))
+        assert not found.first_difference, str(found)  # its steps from torch's state stay within the lockstep bound
         distances.append(found.torch_distance)
     assert max(distances) <= HONEST_DISTANCE, distances  # the measured floor the closer-variant rule relies on
 
@@ -167,9 +184,13 @@ def test_every_formula_departure_changes_the_step() -> None:
 
 def test_catalogue_is_consistent() -> None:
     assert len(DEPARTURES) == len(CATALOGUE)
-    everything = relevant([Hyper(momentum=0.9, weight_decay=0.1, centered=True, maximize=True)], True, True)
+    everything = relevant(CONDITIONS)
     assert {d.name for d in everything} == set(DEPARTURES)
-    assert not any(d.needs for d in relevant([Hyper()], False, False))
+    assert {n for d in CATALOGUE for n in d.needs} == CONDITIONS  # every condition is some departure's
+    assert not any(d.needs for d in relevant(()))
+    assert {d.name for d in relevant({"momentum"})} >= {"lr_inside_momentum", "momentum_ignored"}
+    with pytest.raises(ValueError, match="unknown conditions"):
+        relevant({"lr_changed"})
     pairs = combinations_upto(everything, 2)
     assert frozenset({"eps_inside_root", "eps_ignored"}) not in pairs
     assert frozenset({"eps_inside_root", "lr_inside_momentum"}) in pairs
