@@ -18,7 +18,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from multiprocessing import get_context
 
 from conformance.candidate import DEFAULT_CANDIDATE, Adapter, CandidateError, candidate_options, resolve
 from conformance.checks import CheckOutcome, run_checks
+from conformance.departures import describe
 from conformance.diagnosis import NUMERICAL_CHECKS, Diagnosis, diagnose
 from conformance.matrix import Case, select_cases
 from conformance.probes import probe_scenarios
@@ -38,6 +39,7 @@ __all__ = [
     "FailureGroup",
     "ScenarioResult",
     "check_candidate",
+    "combined_cause",
     "probe_scenarios",
     "replay_command",
     "usable_cpus",
@@ -82,6 +84,24 @@ class ScenarioResult:
         return [o for o in self.outcomes if o.unsupported]
 
 
+def combined_cause(results: Sequence[ScenarioResult]) -> str:
+    """Return the cause that ``results`` show together: every departure and observation any of them names.
+
+    Each scenario may reveal part of a candidate's departures (eps's place
+    hides where eps is 0, lr inside the momentum buffer where lr is constant),
+    so one configuration's scenarios are read together.  "no known departure"
+    where none is named.
+    """
+    names: dict[str, None] = {}
+    observed: dict[str, None] = {}
+    for r in results:
+        if r.diagnosis is not None:
+            names |= dict.fromkeys(r.diagnosis.causes)
+            observed |= dict.fromkeys(r.diagnosis.observed)
+    parts = ([describe(names)] if names else []) + list(observed)
+    return "; ".join(parts) or "no known departure"
+
+
 @dataclass
 class FailureGroup:
     """Failing scenarios with one cause (:attr:`ScenarioResult.cause`)."""
@@ -101,12 +121,13 @@ class FailureGroup:
 
     @property
     def representative(self) -> ScenarioResult:
-        """The smallest scenario of the group (fewest element-steps), the one to replay."""
+        """The scenario to replay: of those whose diagnosis names the most, the smallest (fewest element-steps)."""
 
-        def size(r: ScenarioResult) -> int:
-            return r.scenario.steps * sum(math.prod(p.shape) for p in r.scenario.params)
+        def rank(r: ScenarioResult) -> tuple[int, int]:
+            named = len(r.diagnosis.causes) + len(r.diagnosis.observed) if r.diagnosis is not None else 0
+            return -named, r.scenario.steps * sum(math.prod(p.shape) for p in r.scenario.params)
 
-        return min(self.results, key=size)
+        return min(self.results, key=rank)
 
     @property
     def detail(self) -> str:
@@ -163,15 +184,27 @@ class CandidateReport:
         return [f"{reason}: {len(cases)} case(s)" for reason, cases in sorted(by_reason.items())]
 
     def failure_groups(self) -> list[FailureGroup]:
-        """Return the failing scenarios grouped by cause, the most configurations first."""
+        """Return the failing scenarios grouped by cause, the most configurations first.
+
+        A configuration's cause joins what its failing scenarios show
+        (:func:`combined_cause`: each probe may reveal part of it); the
+        configurations with one cause form a group.  Scenarios where the
+        candidate only raised form groups of their own, by exception.
+        """
+        by_config: dict[str, list[ScenarioResult]] = {}
         groups: dict[str, FailureGroup] = {}
         for r in self.results:
-            if r.failed:
-                cause = r.cause or "no cause named"
-                if cause == "could not run":
-                    kind = re.search(r"raised (\w+)", " ".join(o.detail for o in r.failed if o.raised))
-                    cause = f"could not run (it raised {kind.group(1)})" if kind else cause
+            if not r.failed:
+                continue
+            if r.diagnosis is None and any(o.raised for o in r.failed):
+                kind = re.search(r"raised (\w+)", " ".join(o.detail for o in r.failed if o.raised))
+                cause = f"could not run (it raised {kind.group(1)})" if kind else "could not run"
                 groups.setdefault(cause, FailureGroup(cause)).results.append(r)
+            else:
+                by_config.setdefault(r.scenario.matrix_case.flags.name, []).append(r)
+        for results in by_config.values():
+            cause = combined_cause(results)
+            groups.setdefault(cause, FailureGroup(cause)).results.extend(results)
         # Disagreements first (most configurations first), then what could not run.
         return sorted(
             groups.values(), key=lambda g: (g.cause.startswith("could not run"), -len(g.configurations), g.cause)

@@ -122,6 +122,7 @@ def _run(args: argparse.Namespace) -> int:
                 shard=args.shard,
                 progress=not args.no_progress,
                 case_filter=args.cases,
+                diagnosis=not args.no_diagnosis,
             )
         except CandidateError as err:
             print(f"error: the candidate could not run: {err}; nothing was written", file=sys.stderr)
@@ -213,4 +214,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--no-html", action="store_true", help="skip the HTML report (and matplotlib)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--no-diagnosis",
+        action="store_true",
+        help="do not name why configurations out of bounds disagree (by checking and diagnosing their probes)",
+    )
     run.set_defaults(func=_run, extra=EXTRA)

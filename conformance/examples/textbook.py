@@ -53,6 +53,12 @@ class TextbookRMSprop(lucid.optim.RMSprop):
                 grad = param.grad
                 if grad is not None and (np.shape(grad), np.asarray(grad).dtype) != (param.shape, param.dtype):
                     raise ValueError(f"a {np.asarray(grad).dtype} gradient of shape {np.shape(grad)} for {param!r}")
+        with np.errstate(all="ignore"):  # NaN and Inf propagate silently, as in torch
+            self._textbook_step()
+        return loss
+
+    def _textbook_step(self) -> None:
+        """Apply the textbook update to every parameter with a gradient (the gradients already checked)."""
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is None:
@@ -81,4 +87,3 @@ class TextbookRMSprop(lucid.optim.RMSprop):
                     buf += step
                     step = buf
                 param.data -= step
-        return loss

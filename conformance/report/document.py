@@ -9,7 +9,7 @@ from conformance.candidate import Adapter, CandidateError
 from conformance.report.cases import DriftCase, Settings, Shard, build_cases
 from conformance.report.schema import SCHEMA_NAME, SCHEMA_VERSION, environment
 
-__all__ = ["merge_results", "run_drift", "select_drift_cases"]
+__all__ = ["diagnose_out_of_bounds", "merge_results", "run_drift", "select_drift_cases"]
 
 
 def run_drift(
@@ -20,6 +20,7 @@ def run_drift(
     shard: Shard | None = None,
     progress: bool = True,
     case_filter: str = "",
+    diagnosis: bool = True,
 ) -> dict[str, Any]:
     """Measure every case of ``settings`` (or one shard of them) and return the result document.
 
@@ -38,6 +39,9 @@ def run_drift(
     case_filter : str
         Measure only the cases whose id contains this text (recorded in the
         result as ``selection``; the empty text: every case).
+    diagnosis : bool, default True
+        Where cases left their bounds, name why, per configuration
+        (:func:`diagnose_out_of_bounds`, recorded as ``causes``).
 
     A case whose measurement raised (the candidate failed on it) is not
     measured: it is listed in the result's ``failures`` (its id and the
@@ -65,6 +69,9 @@ def run_drift(
         extra["selection"] = {"cases": case_filter}
     if failures:
         extra["failures"] = failures
+    causes = diagnose_out_of_bounds(records, adapter, candidate) if diagnosis else []
+    if causes:
+        extra["causes"] = causes
     return {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
@@ -76,6 +83,56 @@ def run_drift(
         "cases": records,
         **extra,
     }
+
+
+def diagnose_out_of_bounds(
+    records: Sequence[dict[str, Any]], adapter: Adapter, candidate: str | None = None
+) -> list[dict[str, str]]:
+    """Name why each configuration that left its bounds disagrees (empty: every case within them).
+
+    Per configuration out of bounds, the first such case's matrix
+    case is checked as ``check --cases`` checks it (its fixed probes), and each
+    failing probe diagnosed (:mod:`conformance.diagnosis`); the record holds the
+    causes found, the diagnosis of the smallest failing probe and the command
+    that replays it (against ``candidate``, a ``module:attr``).
+    """
+    from conformance.harness import FailureGroup, case_results, combined_cause, replay_command  # imports torch
+    from conformance.matrix import case_by_id
+
+    out = []
+    seen: set[str] = set()
+    for record in records:
+        key = record["config"]
+        within = record["lockstep"]["within_bound"] and record["free_run"]["within_bound"]
+        within = (
+            within and not record["lockstep"]["nonfinite_mismatches"] and not record["free_run"]["nonfinite_mismatches"]
+        )
+        if within or key in seen:
+            continue
+        seen.add(key)
+        case_id = record["id"].rsplit("-scale=", 1)[0]
+        try:
+            results = [r for r in case_results(adapter, case_by_id(case_id), seed=0, examples=0) if r.failed]
+        except CandidateError:
+            results = []
+        if not results:
+            out.append(
+                {"config": key, "dtype": record["dtype"], "case": case_id, "cause": "no probe of the case fails"}
+            )
+            continue
+        group = FailureGroup(combined_cause(results), results)
+        shown = group.representative
+        out.append(
+            {
+                "config": key,
+                "dtype": record["dtype"],
+                "case": case_id,
+                "cause": group.cause,
+                "diagnosis": str(shown.diagnosis) if shown.diagnosis is not None else str(shown.failed[0]),
+                "replay": replay_command(shown.scenario, candidate, getattr(adapter, "python", None)),
+            }
+        )
+    return out
 
 
 def select_drift_cases(settings: Settings, shard: Shard | None = None, case_filter: str = "") -> list[DriftCase]:
@@ -131,6 +188,13 @@ def merge_results(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise ValueError("the shards' cases are not exactly the run's cases")
     merged = {**first, "shard": None, "cases": cases}
     merged.pop("failures", None)
+    merged.pop("causes", None)
     if failures:
         merged["failures"] = sorted(failures, key=lambda f: order[f["id"]])
+    causes: dict[str, dict[str, str]] = {}
+    for shard in shards:  # one per configuration: the first shard's (in shard order) where several have one
+        for c in shard.get("causes", []):
+            causes.setdefault(c["config"], c)
+    if causes:
+        merged["causes"] = [causes[k] for k in sorted(causes)]
     return merged

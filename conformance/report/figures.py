@@ -118,13 +118,9 @@ def bounds(result: Mapping[str, Any]) -> Figure:
             top = max(bound * 100, float(np.nanmax(np.where(np.isfinite(worst_arr), worst_arr, 0), initial=1)) * 2)
             shown = np.clip(np.where(np.isfinite(worst_arr), worst_arr, top), floor, top)
             out = ~(worst_arr <= bound)
-            ax.scatter(
-                x[~out] + offset,
-                shown[~out],
-                marker=marker,
-                color="tab:blue" if key == "lockstep" else "tab:green",
-                label=f"{label}, within",
-            )
+            if (~out).any():
+                color = "tab:blue" if key == "lockstep" else "tab:green"
+                ax.scatter(x[~out] + offset, shown[~out], marker=marker, color=color, label=f"{label}, within")
             if out.any():
                 ax.scatter(x[out] + offset, shown[out], marker=marker, color="tab:red", label=f"{label}, OUT")
             ax.axhline(bound, color="k", lw=0.9, ls="--" if key == "lockstep" else ":", label=f"{key} bound {bound:g}")

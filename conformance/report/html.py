@@ -31,6 +31,7 @@ p.bad { background: #fdd; padding: 0.4em 0.6em; font-weight: bold; }
 p.verdict { font-size: 1.15em; padding: 0.5em 0.8em; border-left: 0.4em solid; }
 p.pass { background: #e6f4e6; border-color: #2a7a2a; } p.fail { background: #fdd; border-color: #b00; }
 td code { font-size: 1em; }
+ul.causes li { margin: 0.5em 0; } ul.causes code { word-break: break-all; font-size: 0.85em; }
 figure { margin: 1.5em 0; } img { max-width: 100%; }
 figcaption { font-size: 0.9em; color: #444; max-width: 70em; }
 """
@@ -78,6 +79,31 @@ def _notice(markdown: str) -> str:
     return "".join(out) + (f"<ul>{''.join(items)}</ul>" if items else "")
 
 
+def _causes(result: dict[str, Any]) -> list[str]:
+    """Return the "why it disagrees" section (:func:`.markdown.causes_section`) as HTML, or nothing."""
+    causes = result.get("causes")
+    if not causes:
+        return []
+    items = []
+    for c in causes:
+        item = (
+            f"<li><code>{html.escape(c['config'])}</code> {html.escape(c['dtype'])}: <b>{html.escape(c['cause'])}</b>"
+        )
+        if c.get("diagnosis"):
+            item += f"<br>{html.escape(c['diagnosis'])}"
+        if c.get("replay"):
+            item += f"<br>replay: <code>{html.escape(c['replay'])}</code>"
+        items.append(item + "</li>")
+    return [
+        "<h2>Why it disagrees</h2>",
+        "<p>Per configuration out of bounds, the matrix case of its first case out of "
+        "bounds checked (its probes) and each failing one "
+        "diagnosed against the known departures from torch's formula "
+        "(<code>python -m conformance check --cases CASE</code> does the same):</p>",
+        f"<ul class='causes'>{''.join(items)}</ul>",
+    ]
+
+
 def _worst_in_u(result: dict[str, Any]) -> str:
     """Return the largest final free-running relative error per dtype, in units of its unit roundoff."""
     parts = []
@@ -101,6 +127,7 @@ def html_report(result: dict[str, Any]) -> str:
         f"<p class='verdict {'pass' if passed else 'fail'}'><b>Verdict: {word}.</b> "
         f"{html.escape(rest[0].upper() + rest[1:])}.</p>",
         *([_notice(notice)] if (notice := incomplete_notice(result)) else []),
+        *_causes(result),
         "<h2>What produced these numbers</h2>",
         _table(environment_table(result)),
         "<h2>Configuration codes</h2>",

@@ -7,7 +7,15 @@ from typing import Any
 from conformance.report.summary import Row, config_legend, group_rows, verdict
 from conformance.rmsprop import REFERENCE
 
-__all__ = ["environment_table", "legend_table", "markdown_report", "scale_table", "summary_table", "verdict_line"]
+__all__ = [
+    "causes_section",
+    "environment_table",
+    "legend_table",
+    "markdown_report",
+    "scale_table",
+    "summary_table",
+    "verdict_line",
+]
 
 
 def _header(candidate: str) -> str:
@@ -86,6 +94,26 @@ def verdict_line(result: dict[str, Any]) -> str:
     return f"**Verdict: {word}.** {rest[0].upper()}{rest[1:]}."
 
 
+def causes_section(result: dict[str, Any]) -> str | None:
+    """Return why each configuration that left its bounds disagrees, as a Markdown section (None: none did)."""
+    causes = result.get("causes")
+    if not causes:
+        return None
+    lines = [
+        "## Why it disagrees\n\nPer configuration out of bounds, the matrix case of its first case out of "
+        "bounds checked (its probes) and "
+        "each failing one diagnosed against the known departures from torch's formula "
+        "(`python -m conformance check --cases CASE` does the same):\n"
+    ]
+    for c in causes:
+        lines.append(f"- `{c['config']}` {c['dtype']}: **{c['cause']}**")
+        if c.get("diagnosis"):
+            lines.append(f"  - {c['diagnosis']}")
+        if c.get("replay"):
+            lines.append(f"  - replay: `{c['replay']}`")
+    return "\n".join(lines)
+
+
 def legend_table(result: dict[str, Any]) -> str:
     """Return what each configuration code means, as a two-column table."""
     rows = [f"| `{code}` | {meaning} |" for code, meaning in config_legend(result)]
@@ -99,7 +127,7 @@ def markdown_report(result: dict[str, Any]) -> str:
             [
                 f"# Drift report: {result['candidate']} against {REFERENCE}",
                 verdict_line(result),
-                *filter(None, [incomplete_notice(result)]),
+                *filter(None, [incomplete_notice(result), causes_section(result)]),
                 environment_table(result),
                 "## Configuration codes\n\n`cC-mM-wdW-maxX`: centered (C), momentum (M), weight decay (W) and "
                 "maximize (X) off (0) or on (1), at the values the matrix uses.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +96,9 @@ def verdict(result: dict[str, Any]) -> tuple[bool, str]:
         return True, f"PASS: all {scope} within the derived lockstep and free-running bounds"
     parts = []
     if out:
-        listed = ", ".join(f"{config} {dtype}" for config, dtype in out[:6]) + (", ..." if len(out) > 6 else "")
+        listed = ", ".join(f"{config} {dtype}" for config, dtype in out[:4]) + (
+            f" and {len(out) - 4} more" if len(out) > 4 else ""
+        )
         bad = sum(
             1
             for c in cases
@@ -106,6 +109,9 @@ def verdict(result: dict[str, Any]) -> tuple[bool, str]:
         parts.append(f"{bad} of {scope} out of bounds, in {len(out)} configuration x dtype row(s): {listed}")
     if failures:
         parts.append(f"the candidate could not run {len(failures)} case(s), not measured")
+    causes = Counter(c["cause"] for c in result.get("causes", []))
+    if causes:
+        parts.append("causes (configurations): " + "; ".join(f"{k} ({n})" for k, n in causes.most_common()))
     return False, "FAIL: " + "; ".join(parts)
 
 

@@ -72,7 +72,7 @@ def test_textbook_departure_grows_as_gradients_approach_sqrt_eps(tmp_path):
     # one at scale 1e-4 = sqrt(eps).  The free-running error is relative to the
     # parameters, which RMSprop moves by about lr per step whatever the scale;
     # weight decay adds 0.01 * |p| ~ 1e-2 to the gradient and so hides the scale.
-    result = tiny_run(TEXTBOOK, dataclasses.replace(TINY, scales=(1e-4, 1e2)))
+    result = tiny_run(TEXTBOOK, dataclasses.replace(TINY, scales=(1e-4, 1e2)), diagnosis=False)
     error = {
         (c["config"], c["scale"]): c["free_run"]["final_relative_error"]
         for c in result["cases"]
@@ -149,3 +149,28 @@ def test_heatmap_colour_scales_span_the_data(tiny_result):
     low, high = bitwise.get_clim()
     assert high == 100 and low <= float(np.nanmin(data)) and low > float(np.nanmin(data)) - 1.5
     figures.plt.close("all")
+
+
+@pytest.mark.parametrize(
+    ("config", "cause"),
+    [
+        ("c0-m0-wd0-max0", "eps inside the square root"),
+        ("c0-m1-wd0-max0", "eps inside the square root and lr inside the momentum buffer"),
+    ],
+)
+def test_reports_name_why_a_configuration_left_its_bounds(config, cause):
+    result = tiny_run(TEXTBOOK, case_filter=f"{config}-float32")
+    assert [c["config"] for c in result["causes"]] == [config]
+    assert result["causes"][0]["cause"] == cause
+    assert result["causes"][0]["replay"].startswith("python -m conformance check --replay v1-")
+    assert f"--optimizer {TEXTBOOK}" in result["causes"][0]["replay"]
+    verdict_text = markdown_report(result).splitlines()[2]
+    assert verdict_text.startswith("**Verdict: FAIL.**") and f"causes (configurations): {cause} (1)" in verdict_text
+    assert f"- `{config}` float32: **{cause}**" in markdown_report(result)
+    assert f"<b>{cause}</b>" in html_report(result)
+    dumps(result)  # valid against the schema
+
+
+def test_a_run_within_bounds_names_no_cause(tiny_result):
+    assert "causes" not in tiny_result
+    assert "Why it disagrees" not in markdown_report(tiny_result)
