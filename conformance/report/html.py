@@ -10,6 +10,7 @@ from typing import Any
 from conformance.report import figures
 from conformance.report.markdown import (
     environment_table,
+    grouped_causes,
     incomplete_notice,
     legend_table,
     scale_table,
@@ -81,25 +82,23 @@ def _notice(markdown: str) -> str:
 
 def _causes(result: dict[str, Any]) -> list[str]:
     """Return the "why it disagrees" section (:func:`.markdown.causes_section`) as HTML, or nothing."""
-    causes = result.get("causes")
-    if not causes:
+    groups = grouped_causes(result)
+    if not groups:
         return []
     items = []
-    for c in causes:
-        item = (
-            f"<li><code>{html.escape(c['config'])}</code> {html.escape(c['dtype'])}: <b>{html.escape(c['cause'])}</b>"
-        )
-        if c.get("diagnosis"):
-            item += f"<br>{html.escape(c['diagnosis'])}"
-        if c.get("replay"):
-            item += f"<br>replay: <code>{html.escape(c['replay'])}</code>"
+    for cause, configs, first in groups:
+        names = ", ".join(f"<code>{html.escape(c)}</code>" for c in configs)
+        item = f"<li><b>{html.escape(cause)}</b>: {len(configs)} configuration(s), {names}"
+        if first.get("diagnosis"):
+            item += f"<br><code>{html.escape(first['case'])}</code>: {html.escape(first['diagnosis'])}"
+        if first.get("replay"):
+            item += f"<br>replay: <code>{html.escape(first['replay'])}</code>"
         items.append(item + "</li>")
     return [
         "<h2>Why it disagrees</h2>",
-        "<p>Per configuration out of bounds, the matrix case of its first case out of "
-        "bounds checked (its probes) and each failing one "
-        "diagnosed against the known departures from torch's formula "
-        "(<code>python -m conformance check --cases CASE</code> does the same):</p>",
+        "<p>Per configuration out of bounds, the matrix case of its first case out of bounds checked (its probes) "
+        "and each failing one diagnosed against the known departures from torch's formula "
+        "(<code>python -m conformance check --cases CASE</code> does the same), grouped by cause:</p>",
         f"<ul class='causes'>{''.join(items)}</ul>",
     ]
 

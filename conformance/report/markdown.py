@@ -10,6 +10,7 @@ from conformance.rmsprop import REFERENCE
 __all__ = [
     "causes_section",
     "environment_table",
+    "grouped_causes",
     "legend_table",
     "markdown_report",
     "scale_table",
@@ -94,23 +95,30 @@ def verdict_line(result: dict[str, Any]) -> str:
     return f"**Verdict: {word}.** {rest[0].upper()}{rest[1:]}."
 
 
+def grouped_causes(result: dict[str, Any]) -> list[tuple[str, list[str], dict[str, str]]]:
+    """Return each cause of ``result`` with its configurations and the first configuration's record."""
+    groups: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for c in result.get("causes", []):
+        groups.setdefault(c["cause"], ([], c))[0].append(c["config"])
+    return [(cause, configs, first) for cause, (configs, first) in groups.items()]
+
+
 def causes_section(result: dict[str, Any]) -> str | None:
-    """Return why each configuration that left its bounds disagrees, as a Markdown section (None: none did)."""
-    causes = result.get("causes")
-    if not causes:
+    """Return why the configurations that left their bounds disagree, by cause, as Markdown (None: none did)."""
+    groups = grouped_causes(result)
+    if not groups:
         return None
     lines = [
         "## Why it disagrees\n\nPer configuration out of bounds, the matrix case of its first case out of "
-        "bounds checked (its probes) and "
-        "each failing one diagnosed against the known departures from torch's formula "
-        "(`python -m conformance check --cases CASE` does the same):\n"
+        "bounds checked (its probes) and each failing one diagnosed against the known departures from torch's "
+        "formula (`python -m conformance check --cases CASE` does the same), grouped by cause:\n"
     ]
-    for c in causes:
-        lines.append(f"- `{c['config']}` {c['dtype']}: **{c['cause']}**")
-        if c.get("diagnosis"):
-            lines.append(f"  - {c['diagnosis']}")
-        if c.get("replay"):
-            lines.append(f"  - replay: `{c['replay']}`")
+    for cause, configs, first in groups:
+        lines.append(f"- **{cause}**: {len(configs)} configuration(s), " + ", ".join(f"`{c}`" for c in configs))
+        if first.get("diagnosis"):
+            lines.append(f"  - `{first['case']}`: {first['diagnosis']}")
+        if first.get("replay"):
+            lines.append(f"  - replay: `{first['replay']}`")
     return "\n".join(lines)
 
 

@@ -96,9 +96,13 @@ def verdict(result: dict[str, Any]) -> tuple[bool, str]:
         return True, f"PASS: all {scope} within the derived lockstep and free-running bounds"
     parts = []
     if out:
+        rows = len(group_rows(result, lambda c: (c["config"], c["dtype"])))
         listed = ", ".join(f"{config} {dtype}" for config, dtype in out[:4]) + (
             f" and {len(out) - 4} more" if len(out) > 4 else ""
         )
+        where = f"{len(out)} configuration x dtype row(s): {listed}"
+        if len(out) == rows > 1:
+            where = f"all {rows} configuration x dtype rows"
         bad = sum(
             1
             for c in cases
@@ -106,7 +110,7 @@ def verdict(result: dict[str, Any]) -> tuple[bool, str]:
             or c["lockstep"]["nonfinite_mismatches"]
             or c["free_run"]["nonfinite_mismatches"]
         )
-        parts.append(f"{bad} of {scope} out of bounds, in {len(out)} configuration x dtype row(s): {listed}")
+        parts.append(f"{bad} of {scope} out of bounds, in {where}")
     if failures:
         parts.append(f"the candidate could not run {len(failures)} case(s), not measured")
     causes = Counter(c["cause"] for c in result.get("causes", []))

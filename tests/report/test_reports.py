@@ -166,7 +166,7 @@ def test_reports_name_why_a_configuration_left_its_bounds(config, cause):
     assert f"--optimizer {TEXTBOOK}" in result["causes"][0]["replay"]
     verdict_text = markdown_report(result).splitlines()[2]
     assert verdict_text.startswith("**Verdict: FAIL.**") and f"causes (configurations): {cause} (1)" in verdict_text
-    assert f"- `{config}` float32: **{cause}**" in markdown_report(result)
+    assert f"- **{cause}**: 1 configuration(s), `{config}`" in markdown_report(result)
     assert f"<b>{cause}</b>" in html_report(result)
     dumps(result)  # valid against the schema
 
