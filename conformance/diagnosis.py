@@ -32,7 +32,7 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,7 +43,8 @@ from conformance.candidate import Adapter, CandidateError
 from conformance.checks.outcome import CheckOutcome, pair_options
 from conformance.compare import LOCKSTEP_BOUND, nonfinite_mismatch_mask, normalised_error, pinned_nonfinite, step_scales
 from conformance.departures import FORMULA, combinations_upto, describe, relevant
-from conformance.freerun import FREE_RUN_BOUND, accumulate_scale, normalised_drift, pinned
+from conformance.freerun import FREE_RUN_BOUND, accumulate_scale, in_drift_units, pinned
+from conformance.lockstep import compared_quantities, nonfinite_pinned
 from conformance.oracle import oracle_step
 from conformance.rmsprop import BUFFERS, CONTINUOUS, Hyper
 from conformance.runners import LockstepPair, StepRecord
@@ -57,6 +58,7 @@ __all__ = [
     "MAX_COMBINATION",
     "NUMERICAL_CHECKS",
     "Diagnosis",
+    "cause_text",
     "diagnose",
     "observed_causes",
 ]
@@ -101,6 +103,13 @@ _LR_CHANGE = "the same scenario with lr x 0.1"
 _SMALL_GRADIENTS = 1e-4
 
 
+def cause_text(causes: Iterable[str], observed: Iterable[str]) -> str:
+    """Name departures and observed causes in words ("no known departure": none)."""
+    names = list(causes)
+    parts = ([describe(names)] if names else []) + list(observed)
+    return "; ".join(parts) or "no known departure"
+
+
 @dataclass(frozen=True)
 class Diagnosis:
     """What a disagreeing candidate computes, as far as the known departures tell.
@@ -138,12 +147,8 @@ class Diagnosis:
 
     @property
     def cause(self) -> str:
-        """The cause in words, for grouping and for the verdict line ("no known departure": none named)."""
-        parts = []
-        if self.causes:
-            parts.append(describe(self.causes))
-        parts += self.observed
-        return "; ".join(parts) or "no known departure"
+        """The cause in words, for grouping and for the verdict line (:func:`cause_text`)."""
+        return cause_text(self.causes, self.observed)
 
     def __str__(self) -> str:
         if self.causes:
@@ -309,7 +314,7 @@ def _distance(run: _FreeRun, names: frozenset[str], stop_above: float = math.inf
                     wide[i], state[i] = exact.param, after
                 ours = rec.candidate_param
                 if ours.shape != wide[i].shape:
-                    return math.inf
+                    return math.inf, math.inf
                 scale, mismatch = scales[i], _pinned_mismatch(ours, wide[i].astype(dtype), scales[i])
                 if names:
                     # The variant's own scale where it pins the value, and only where larger.  Where the
@@ -322,10 +327,12 @@ def _distance(run: _FreeRun, names: frozenset[str], stop_above: float = math.inf
                     mismatch = _pinned_mismatch(ours, wide[i].astype(dtype), scale) & (pins | np.isfinite(ours))
                 if np.any(mismatch):
                     return math.inf, math.inf
-                norm = normalised_drift(ours, wide[i], scale, step, dtype)
+                finite = np.isfinite(ours) & np.isfinite(wide[i])
+                diff = np.abs(ours.astype(np.float64) - wide[i].astype(np.float64))[finite]
+                norm = in_drift_units(diff, np.broadcast_to(scale, ours.shape)[finite], step, dtype)
                 worst = max(worst, float(norm.max(initial=0.0)))
-                if names:
-                    plain = normalised_drift(ours, wide[i], scales[i], step, dtype)
+                if names:  # the same difference on torch's scale alone, which ranks the variants
+                    plain = in_drift_units(diff, np.broadcast_to(scales[i], ours.shape)[finite], step, dtype)
                     on_torch_scale = max(on_torch_scale, float(plain.max(initial=0.0)))
             if worst > stop_above:
                 break
@@ -372,13 +379,13 @@ def _step_distance(run: _FreeRun, names: frozenset[str]) -> float:
                         continue
                     if mine.shape != value.shape:
                         return math.inf
-                    pins = np.asarray(pinned_nonfinite(rec.param0, rec.pairs, hyper))
                     # As the lockstep check: where torch's own step leaves the pattern to the formula
                     # (a variance within rounding of zero; lerp's NaN or Inf), a difference is no evidence.
-                    if base is not None and name in ("param", "momentum_buffer") and base.cancelled is not None:
-                        pins = pins & ~base.cancelled
-                    if base is not None and name == "grad_avg" and base.lerp_nonfinite is not None:
-                        pins = pins & ~base.lerp_nonfinite
+                    pins = (
+                        nonfinite_pinned(name, rec, hyper, base)
+                        if base is not None
+                        else pinned_nonfinite(rec.param0, rec.pairs, hyper)
+                    )
                     if np.any(nonfinite_mismatch_mask(mine, value) & pins):
                         return math.inf
                     err = normalised_error(mine, value, scale[name])
@@ -450,34 +457,37 @@ def _telling_apart(scenario: Scenario) -> list[tuple[str, Scenario]]:
     return out
 
 
+def _compared_steps(run: _FreeRun) -> Iterator[tuple[int, int, str, NDArray[Any] | None, NDArray[Any], NDArray[Any]]]:
+    """Yield what the lockstep check compares in ``run``: ``(step, parameter, name, candidate's, torch's, scale)``."""
+    for step, recs in enumerate(run.records):
+        for i, rec in enumerate(recs):
+            if rec.grad is None:
+                continue
+            scales = step_scales(rec.hyper or run.initial[i], rec.param0, rec.grad, rec.torch_state0, rec.torch_state)
+            for name, ours, theirs, scale in compared_quantities(rec, scales):
+                yield step, i, name, ours, theirs, scale
+
+
+def _beyond_bound(ours: NDArray[Any], theirs: NDArray[Any], scale: NDArray[Any]) -> NDArray[np.bool_]:
+    """Return where ``ours`` leaves the lockstep bound around ``theirs`` (NaN counts as beyond)."""
+    return np.nan_to_num(np.asarray(normalised_error(ours, theirs, scale)), nan=np.inf) > LOCKSTEP_BOUND
+
+
 def _first_difference(run: _FreeRun) -> str:
     """Return the first quantity of ``run`` that left the lockstep bound: step, parameter, element."""
     with np.errstate(all="ignore"):
-        for step, recs in enumerate(run.records):
-            for i, rec in enumerate(recs):
-                if rec.grad is None:
-                    continue
-                hyper = rec.hyper or run.initial[i]
-                scales = step_scales(hyper, rec.param0, rec.grad, rec.torch_state0, rec.torch_state)
-                pairs = [("param", rec.candidate_param, rec.torch_param, scales.param)]
-                pairs += [
-                    (k, rec.candidate_state.get(k), rec.torch_state[k], getattr(scales, k))
-                    for k in BUFFERS
-                    if k in rec.torch_state and getattr(scales, k) is not None
-                ]
-                for name, ours, theirs, scale in pairs:
-                    if ours is None:
-                        return f"{name} missing at step {step}, parameter #{i}"
-                    if ours.shape != theirs.shape:
-                        return f"{name} of shape {ours.shape} (torch {theirs.shape}) at step {step}, parameter #{i}"
-                    err = np.asarray(normalised_error(ours, theirs, scale))
-                    bad = np.argwhere(np.nan_to_num(err, nan=np.inf) > LOCKSTEP_BOUND)
-                    if bad.size:
-                        where = tuple(int(x) for x in bad[0])
-                        return (
-                            f"{name} at step {step}, parameter #{i}, element {where} "
-                            f"({float(ours[where])!r} against torch's {float(theirs[where])!r})"
-                        )
+        for step, i, name, ours, theirs, scale in _compared_steps(run):
+            if ours is None:
+                return f"{name} missing at step {step}, parameter #{i}"
+            if ours.shape != theirs.shape:
+                return f"{name} of shape {ours.shape} (torch {theirs.shape}) at step {step}, parameter #{i}"
+            bad = np.argwhere(_beyond_bound(ours, theirs, scale))
+            if bad.size:
+                where = tuple(int(x) for x in bad[0])
+                return (
+                    f"{name} at step {step}, parameter #{i}, element {where} "
+                    f"({float(ours[where])!r} against torch's {float(theirs[where])!r})"
+                )
     return ""
 
 
@@ -489,29 +499,16 @@ def _flushes_subnormals(run: _FreeRun) -> bool:
     """
     seen = False
     with np.errstate(all="ignore"):
-        for recs in run.records:
-            for rec in recs:
-                if rec.grad is None:
-                    continue
-                hyper = rec.hyper or Hyper()
-                scales = step_scales(hyper, rec.param0, rec.grad, rec.torch_state0, rec.torch_state)
-                pairs = [("param", rec.candidate_param, rec.torch_param, scales.param)]
-                pairs += [
-                    (k, rec.candidate_state.get(k), rec.torch_state[k], getattr(scales, k))
-                    for k in BUFFERS
-                    if k in rec.torch_state and getattr(scales, k) is not None
-                ]
-                for _, ours, theirs, scale in pairs:
-                    if ours is None or ours.shape != theirs.shape:
-                        return False
-                    bad = np.nan_to_num(np.asarray(normalised_error(ours, theirs, scale)), nan=np.inf) > LOCKSTEP_BOUND
-                    if not bad.any():
-                        continue
-                    tiny = np.finfo(theirs.dtype).tiny
-                    flushed = (ours == 0) & (np.abs(theirs) < tiny) & (theirs != 0)
-                    if not np.all(flushed[bad]):
-                        return False
-                    seen = True
+        for _, _, _, ours, theirs, scale in _compared_steps(run):
+            if ours is None or ours.shape != theirs.shape:
+                return False
+            bad = _beyond_bound(ours, theirs, scale)
+            if not bad.any():
+                continue
+            flushed = (ours == 0) & (np.abs(theirs) < np.finfo(theirs.dtype).tiny) & (theirs != 0)
+            if not np.all(flushed[bad]):
+                return False
+            seen = True
     return seen
 
 
@@ -651,7 +648,7 @@ def diagnose(scenario: Scenario, candidate: Adapter, outcomes: Sequence[CheckOut
             found, run = decided, other_run
             decided_by.append(f"{what} (replay {other.to_id()})")
     synced: _FreeRun | None = None
-    by_steps = False
+    by_steps, step_torch = False, 0.0
     if found and not found[0][1] and failed & {"lockstep", "nonfinite"}:
         # The trajectory is torch's, but a step from torch's state is not: judge the steps one by one
         # (every buffer too), as the lockstep check does, against each variant's step from that state.
@@ -660,8 +657,8 @@ def diagnose(scenario: Scenario, candidate: Adapter, outcomes: Sequence[CheckOut
         except CandidateError:
             synced = None
         # Only where torch's own formula fails the steps do they tell anything.
-        open_steps = synced is not None and _step_distance(synced, frozenset()) > LOCKSTEP_BOUND
-        stepped = _step_search(synced) if open_steps and synced is not None else []
+        step_torch = _step_distance(synced, frozenset()) if synced is not None else 0.0
+        stepped = _step_search(synced) if synced is not None and step_torch > LOCKSTEP_BOUND else []
         if stepped:
             found, by_steps = stepped, True
             decided_by.append("its steps from torch's state, one at a time (the lockstep check's view)")
@@ -690,7 +687,7 @@ def diagnose(scenario: Scenario, candidate: Adapter, outcomes: Sequence[CheckOut
         causes=tuple(sorted(best)),
         explained=True,
         distance=distance,
-        torch_distance=_step_distance(synced, frozenset()) if by_steps and synced else _distance(run, frozenset())[0],
+        torch_distance=step_torch if by_steps else _distance(run, frozenset())[0],
         ties=ties,
         decided_by=" and by ".join(decided_by),
         first_difference=first,

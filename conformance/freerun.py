@@ -66,7 +66,7 @@ from conformance.rmsprop import BUFFERS, Hyper
 from conformance.runners import LockstepPair, StepRecord
 from conformance.streams import as_real
 
-__all__ = ["FREE_RUN_BOUND", "FreeRunResult", "accumulate_scale", "normalised_drift", "pinned", "run_free"]
+__all__ = ["FREE_RUN_BOUND", "FreeRunResult", "accumulate_scale", "in_drift_units", "pinned", "run_free"]
 
 #: Maximum honest free-running difference in units of the accumulated scale (derivation above).
 FREE_RUN_BOUND = 16.0
@@ -169,7 +169,7 @@ def run_free(
             if not finite.any():
                 continue
             diff = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))[finite]
-            norm = normalised_drift(ours, theirs, accumulated[i], step)
+            norm = in_drift_units(diff, np.broadcast_to(accumulated[i], ours.shape)[finite], step, theirs.dtype)
             worst_norm = max(worst_norm, float(norm.max(initial=0.0)))
             top = float(np.max(np.abs(theirs[finite]).astype(np.float64)))
             worst_rel = max(worst_rel, float(diff.max()) / top if top > 0 else float(diff.max() > 0))
@@ -212,23 +212,18 @@ def accumulate_scale(accumulated: NDArray[Any], record: StepRecord, hyper: Hyper
     return accumulated
 
 
-def normalised_drift(
-    value: NDArray[Any], reference: NDArray[Any], accumulated: NDArray[Any], step: int, dtype: Any = None
-) -> NDArray[Any]:
-    """``|value - reference| / (u * accumulated + eta * (step + 1))`` over the elements finite on both sides.
+def in_drift_units(diff: NDArray[Any], scale: NDArray[Any], step: int, dtype: Any) -> NDArray[Any]:
+    """Return ``diff / (u * scale + eta * (step + 1))``, the free run's units, where finite (else 0).
 
     ``u`` and ``eta`` (the smallest subnormal) are those of ``dtype``, the dtype
-    under test (default ``reference``'s); an element whose scale is not finite
-    (no longer pinned) gives 0.
+    under test; ``scale`` is the accumulated scale of the same elements as
+    ``diff`` (an infinite one, no longer pinned, gives 0).
     """
-    dtype = np.dtype(reference.dtype if dtype is None else dtype)
+    dtype = np.dtype(dtype)
+    eta = float(np.finfo(dtype).smallest_subnormal)
     with np.errstate(all="ignore"):
-        finite = np.isfinite(value) & np.isfinite(reference)
-        diff = np.abs(value.astype(np.float64) - reference.astype(np.float64))[finite]
-        scale = np.broadcast_to(accumulated, value.shape)[finite]
-        eta = float(np.finfo(dtype).smallest_subnormal)
         norm = diff / (unit_roundoff(dtype) * scale + eta * (step + 1))
-        return np.where(np.isfinite(norm), norm, 0.0)
+    return np.where(np.isfinite(norm), norm, 0.0)
 
 
 def _exact_step(

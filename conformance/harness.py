@@ -26,8 +26,7 @@ from multiprocessing import get_context
 
 from conformance.candidate import DEFAULT_CANDIDATE, Adapter, CandidateError, candidate_options, resolve
 from conformance.checks import CheckOutcome, run_checks
-from conformance.departures import describe
-from conformance.diagnosis import NUMERICAL_CHECKS, Diagnosis, diagnose
+from conformance.diagnosis import NUMERICAL_CHECKS, Diagnosis, cause_text, diagnose
 from conformance.matrix import Case, select_cases
 from conformance.probes import probe_scenarios
 from conformance.scenario import Scenario
@@ -67,13 +66,6 @@ class ScenarioResult:
     diagnosis: Diagnosis | None = None
 
     @property
-    def cause(self) -> str:
-        """The diagnosis in words, for grouping ("could not run" when the candidate raised; empty: none named)."""
-        if self.diagnosis is not None:
-            return self.diagnosis.cause
-        return "could not run" if any(o.raised for o in self.failed) else ""
-
-    @property
     def failed(self) -> list[CheckOutcome]:
         """The outcomes that failed (disagreed, or the candidate raised)."""
         return [o for o in self.outcomes if not o.passed]
@@ -98,13 +90,12 @@ def combined_cause(results: Sequence[ScenarioResult]) -> str:
         if r.diagnosis is not None:
             names |= dict.fromkeys(r.diagnosis.causes)
             observed |= dict.fromkeys(r.diagnosis.observed)
-    parts = ([describe(names)] if names else []) + list(observed)
-    return "; ".join(parts) or "no known departure"
+    return cause_text(names, observed)
 
 
 @dataclass
 class FailureGroup:
-    """Failing scenarios with one cause (:attr:`ScenarioResult.cause`)."""
+    """Failing scenarios with one cause (:func:`combined_cause`, or what the candidate raised)."""
 
     cause: str
     results: list[ScenarioResult] = field(default_factory=list)

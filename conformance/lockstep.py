@@ -10,12 +10,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from conformance.candidate import Adapter
-from conformance.compare import nonfinite_mismatch_mask, normalised_error, pinned_nonfinite, step_scales
+from conformance.compare import StepScales, nonfinite_mismatch_mask, normalised_error, pinned_nonfinite, step_scales
 from conformance.oracle import Verdict, verdict
-from conformance.rmsprop import Hyper
+from conformance.rmsprop import BUFFERS, Hyper
 from conformance.runners import LockstepPair, StepRecord
 
-__all__ = ["LockstepResult", "run_lockstep"]
+__all__ = ["LockstepResult", "compared_quantities", "nonfinite_pinned", "run_lockstep"]
 
 
 @dataclass
@@ -65,26 +65,14 @@ class LockstepResult:
             return
         hyper = record.hyper or hyper
         scales = step_scales(hyper, record.param0, record.grad, record.torch_state0, record.torch_state)
-        pairs = [("param", record.candidate_param, record.torch_param, scales.param)]
-        for key in ("square_avg", "grad_avg", "momentum_buffer"):
-            scale = getattr(scales, key)
-            if scale is not None:
-                pairs.append((key, record.candidate_state.get(key), record.torch_state[key], scale))
-        pinned = pinned_nonfinite(record.param0, record.pairs, hyper)
-        for name, ours, theirs, scale in pairs:
+        for name, ours, theirs, scale in compared_quantities(record, scales):
             if ours is None or ours.shape != theirs.shape:
                 self.worst[name] = np.inf
                 self.worst_step.setdefault(name, step)
                 continue
             if ours.dtype != theirs.dtype:
                 self.dtype_errors.append(f"{name}: {ours.dtype} != {theirs.dtype}")
-            mismatch = nonfinite_mismatch_mask(ours, theirs) & pinned
-            # A variance within rounding of zero, or a mean square that overflowed: NaN or not is noise in
-            # what is computed from the root (the parameter, the momentum buffer), not in v or grad_avg.
-            if scales.cancelled is not None and name in ("param", "momentum_buffer"):
-                mismatch &= ~scales.cancelled
-            if name == "grad_avg" and scales.lerp_nonfinite is not None:  # lerp's formula decides NaN or Inf
-                mismatch &= ~scales.lerp_nonfinite
+            mismatch = nonfinite_mismatch_mask(ours, theirs) & nonfinite_pinned(name, record, hyper, scales)
             self.nonfinite_mismatches += int(np.count_nonzero(mismatch))
             err = float(np.max(normalised_error(ours, theirs, scale), initial=0.0))
             if err > self.worst.get(name, -1.0):
@@ -116,6 +104,40 @@ class LockstepResult:
             rec.candidate_param.astype(rec.param0.dtype),
             rec.torch_param,
         )
+
+
+def compared_quantities(
+    record: StepRecord, scales: StepScales
+) -> list[tuple[str, NDArray[Any] | None, NDArray[Any], NDArray[Any]]]:
+    """Return what a lockstep step compares: ``(name, candidate's, torch's, scale)`` for the parameter and each buffer.
+
+    A buffer is compared where ``scales`` (torch's step, :func:`conformance.compare.step_scales`)
+    has a scale for it; the candidate's is None where it holds no such buffer.
+    """
+    out: list[tuple[str, NDArray[Any] | None, NDArray[Any], NDArray[Any]]] = [
+        ("param", record.candidate_param, record.torch_param, scales.param)
+    ]
+    for key in BUFFERS:
+        scale = getattr(scales, key)
+        if scale is not None:
+            out.append((key, record.candidate_state.get(key), record.torch_state[key], scale))
+    return out
+
+
+def nonfinite_pinned(name: str, record: StepRecord, hyper: Hyper, scales: StepScales) -> NDArray[np.bool_] | bool:
+    """Return where torch's step pins quantity ``name``'s NaN/Inf pattern (a difference there is a mismatch).
+
+    Everywhere (:func:`conformance.compare.pinned_nonfinite`) but where the step
+    leaves the pattern to the formula: a variance within rounding of zero, or a
+    mean square that overflowed, in what is computed from the root (the
+    parameter, the momentum buffer), and lerp's NaN or Inf in ``grad_avg``.
+    """
+    pinned = pinned_nonfinite(record.param0, record.pairs, hyper)
+    if scales.cancelled is not None and name in ("param", "momentum_buffer"):
+        pinned = pinned & ~scales.cancelled
+    if name == "grad_avg" and scales.lerp_nonfinite is not None:
+        pinned = pinned & ~scales.lerp_nonfinite
+    return pinned
 
 
 def run_lockstep(

@@ -8,6 +8,7 @@ from typing import Any
 from conformance.candidate import Adapter, CandidateError
 from conformance.report.cases import DriftCase, Settings, Shard, build_cases
 from conformance.report.schema import SCHEMA_NAME, SCHEMA_VERSION, environment
+from conformance.report.summary import within_bounds
 
 __all__ = ["diagnose_out_of_bounds", "merge_results", "run_drift", "select_drift_cases"]
 
@@ -103,11 +104,7 @@ def diagnose_out_of_bounds(
     seen: set[str] = set()
     for record in records:
         key = record["config"]
-        within = record["lockstep"]["within_bound"] and record["free_run"]["within_bound"]
-        within = (
-            within and not record["lockstep"]["nonfinite_mismatches"] and not record["free_run"]["nonfinite_mismatches"]
-        )
-        if within or key in seen:
+        if within_bounds(record) or key in seen:
             continue
         seen.add(key)
         case_id = record["id"].rsplit("-scale=", 1)[0]

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from conformance.compare import unit_roundoff
 from conformance.report.schema import atomic_write, load
 from conformance.report.summary import group_rows, scale_curve
 from conformance.rmsprop import REFERENCE
@@ -35,10 +36,6 @@ def to_png(fig: Figure) -> bytes:
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
-
-
-def _u(dtype: str) -> float:
-    return float(np.finfo(dtype).eps) / 2
 
 
 def _dtypes(result: Mapping[str, Any]) -> list[str]:
@@ -74,7 +71,7 @@ def error_vs_step(result: Mapping[str, Any]) -> Figure:
             steps = np.arange(1, worst.size + 1)
             shown = np.where(worst > 0, worst, np.nan)
             ax.plot(steps, shown, lw=1.3, label=config, **_config_style(index))
-        ax.axhline(_u(dtype), color="grey", lw=0.8, ls=":", label=f"unit roundoff u ({dtype})")
+        ax.axhline(unit_roundoff(np.dtype(dtype)), color="grey", lw=0.8, ls=":", label=f"unit roundoff u ({dtype})")
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel(r"max $|p - p_{torch}|$ / max $|p_{torch}|$")
@@ -212,7 +209,7 @@ def heatmaps(result: Mapping[str, Any]) -> Figure:
                 err,
                 f"{dtype}: log10 free-run relative error after {result['settings']['steps']} steps",
                 "magma_r",
-                *_span(err, math.log10(_u(dtype))),
+                *_span(err, math.log10(unit_roundoff(np.dtype(dtype)))),
                 "{:.1f}",
             ),
         )
@@ -242,13 +239,15 @@ def departure_vs_scale(results: Mapping[str, Mapping[str, Any]]) -> Figure:
             scales, errors = scale_curve(dict(result), dtype)
             if not scales:
                 continue
-            floor = 2 * _u(dtype) * math.sqrt(result["settings"]["steps"]) / 100  # shows exact zeros on a log axis
+            floor = (
+                2 * unit_roundoff(np.dtype(dtype)) * math.sqrt(result["settings"]["steps"]) / 100
+            )  # shows exact zeros on a log axis
             shown = [max(e, floor) if e == e else np.nan for e in errors]
             color = colors[(2 * index + k) % 10]
             style = {"ls": "--", "ms": 5} if dtype == "float64" else {"ls": "-", "ms": 9, "mfc": "none", "mew": 1.5}
             ax.plot(scales, shown, marker=marker, color=color, zorder=2 + k, label=f"{label}, {dtype}", **style)
     for dtype, color in zip(_DTYPES, ("tab:grey", "k")):
-        ax.axhline(_u(dtype), color=color, lw=0.8, ls=":", label=f"unit roundoff {dtype}")
+        ax.axhline(unit_roundoff(np.dtype(dtype)), color=color, lw=0.8, ls=":", label=f"unit roundoff {dtype}")
     eps = next(iter(results.values()))["settings"]["eps"]
     ax.axvline(math.sqrt(eps), color="tab:red", lw=0.8, ls="-.", label=r"$\sqrt{\epsilon}$")
     ax.set_xscale("log")

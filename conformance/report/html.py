@@ -7,6 +7,9 @@ import html
 import re
 from typing import Any
 
+import numpy as np
+
+from conformance.compare import unit_roundoff
 from conformance.report import figures
 from conformance.report.markdown import (
     environment_table,
@@ -106,11 +109,11 @@ def _causes(result: dict[str, Any]) -> list[str]:
 def _worst_in_u(result: dict[str, Any]) -> str:
     """Return the largest final free-running relative error per dtype, in units of its unit roundoff."""
     parts = []
-    for dtype, u in (("float32", 2.0**-24), ("float64", 2.0**-53)):
+    for dtype in ("float32", "float64"):
         _, errors = scale_curve(result, dtype)
         finite = [e for e in errors if e == e]
         if finite:
-            parts.append(f"{dtype} {max(finite) / u:.3g} u")
+            parts.append(f"{dtype} {max(finite) / unit_roundoff(np.dtype(dtype)):.3g} u")
     return ", ".join(parts) or "none measured"
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from conformance.matrix import describe_config
 
-__all__ = ["Row", "config_legend", "group_rows", "scale_curve", "verdict"]
+__all__ = ["Row", "config_legend", "group_rows", "scale_curve", "verdict", "within_bounds"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,11 @@ def _worst(values: list[float | None]) -> float:
     return float(np.nan if np.isnan(arr).any() else arr.max(initial=0.0))
 
 
+def within_bounds(case: dict[str, Any]) -> bool:
+    """Whether a measured case stayed within its lockstep and free-running bounds, NaN/Inf patterns identical."""
+    return all(case[k]["within_bound"] and not case[k]["nonfinite_mismatches"] for k in ("lockstep", "free_run"))
+
+
 def group_rows(result: dict[str, Any], key: Callable[[dict[str, Any]], tuple[Hashable, ...]]) -> list[Row]:
     """Pool the cases of ``result`` by ``key(case)``, keeping the order of first appearance."""
     groups: dict[tuple[Hashable, ...], list[dict[str, Any]]] = {}
@@ -61,7 +66,7 @@ def group_rows(result: dict[str, Any], key: Callable[[dict[str, Any]], tuple[Has
                 lucid_oracle_median=_worst([x["lucid_oracle_ulp"]["median"] for x in lock]),
                 torch_oracle_median=_worst([x["torch_oracle_ulp"]["median"] for x in lock]),
                 free_run_final=_worst([x["final_relative_error"] for x in free]),
-                within_bounds=all(x["within_bound"] and not x["nonfinite_mismatches"] for x in lock + free),
+                within_bounds=all(within_bounds(c) for c in cases),
             )
         )
     return rows
@@ -103,13 +108,7 @@ def verdict(result: dict[str, Any]) -> tuple[bool, str]:
         where = f"{len(out)} configuration x dtype row(s): {listed}"
         if len(out) == rows > 1:
             where = f"all {rows} configuration x dtype rows"
-        bad = sum(
-            1
-            for c in cases
-            if not (c["lockstep"]["within_bound"] and c["free_run"]["within_bound"])
-            or c["lockstep"]["nonfinite_mismatches"]
-            or c["free_run"]["nonfinite_mismatches"]
-        )
+        bad = sum(1 for c in cases if not within_bounds(c))
         parts.append(f"{bad} of {scope} out of bounds, in {where}")
     if failures:
         parts.append(f"the candidate could not run {len(failures)} case(s), not measured")
