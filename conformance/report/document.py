@@ -7,7 +7,8 @@ from typing import Any
 
 from conformance.candidate import Adapter, CandidateError
 from conformance.report.cases import DriftCase, Settings, Shard, build_cases
-from conformance.report.schema import SCHEMA_NAME, SCHEMA_VERSION, environment
+from conformance.report.environment import environment
+from conformance.report.schema import SCHEMA_NAME, SCHEMA_VERSION
 from conformance.report.summary import within_bounds
 
 __all__ = ["diagnose_out_of_bounds", "merge_results", "run_drift", "select_drift_cases"]
@@ -77,7 +78,7 @@ def run_drift(
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
         "candidate": candidate,
-        "environment": environment(settings.devices),
+        "environment": environment(settings.devices, adapter.version),
         "settings": settings.as_json(),
         "shard": None if shard is None else shard.as_json(),
         "ulp_bin_edges": list(ULP_BIN_EDGES),

@@ -73,6 +73,8 @@ from typing import Any
 
 import numpy as np
 
+from conformance.report.environment import differences
+
 __all__ = [
     "FAMILY_ALPHA",
     "FREE_RUN_FACTOR",
@@ -123,6 +125,8 @@ class Comparison:
     added: list[str]
     environment: list[str]
     compared: int
+    #: Compared cases whose every measured number (lockstep and free run) equals the baseline's.
+    identical: int = 0
 
     @property
     def regressions(self) -> list[Change]:
@@ -145,7 +149,7 @@ class Comparison:
 
     def render(self) -> str:
         """Return a plain-text report, regressions grouped by configuration."""
-        lines = [f"compared {self.compared} cases"]
+        lines = [f"compared {self.compared} cases; {self.identical} identical to the baseline in every number"]
         lines += [f"note: environment differs: {e}" for e in self.environment]
         for title, changes in (("REGRESSION", self.regressions), ("improvement", self.improvements)):
             by_config: dict[str, list[Change]] = {}
@@ -299,9 +303,8 @@ def compare_results(baseline: dict[str, Any], current: dict[str, Any]) -> Compar
             "rerun with the baseline's settings (a --quick result compares only with a --quick baseline)"
         )
     env = [
-        f"{key}: {baseline['environment'].get(key)!r} -> {current['environment'].get(key)!r}"
-        for key in sorted(current["environment"])
-        if baseline["environment"].get(key) != current["environment"][key]
+        f"{key}: {'(absent)' if a is None else repr(a)} -> {'(absent)' if b is None else repr(b)}"
+        for key, a, b in differences(baseline["environment"], current["environment"])
     ]
     if baseline["candidate"] != current["candidate"]:
         env.insert(0, f"candidate: {baseline['candidate']} -> {current['candidate']}")
@@ -317,4 +320,9 @@ def compare_results(baseline: dict[str, Any], current: dict[str, Any]) -> Compar
         added=[cid for cid in cur_cases if cid not in base_cases],
         environment=env,
         compared=len(common),
+        identical=sum(
+            base_cases[cid]["lockstep"] == cur_cases[cid]["lockstep"]
+            and base_cases[cid]["free_run"] == cur_cases[cid]["free_run"]
+            for cid in common
+        ),
     )

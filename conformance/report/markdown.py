@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from conformance.report.environment import flatten, unrecorded
 from conformance.report.summary import Row, config_legend, group_rows, verdict
 from conformance.rmsprop import REFERENCE
 
@@ -66,8 +67,11 @@ def environment_table(result: dict[str, Any]) -> str:
     """Return the metadata that explains the numbers, as a two-column table."""
     env, settings = result["environment"], result["settings"]
     items = [("candidate", result["candidate"])]
-    items += [(k, str(v)) for k, v in env.items() if k != "device_names"]
+    items += [(k, v) for k, v in flatten({k: v for k, v in env.items() if k != "device_names"}).items()]
     items += [(f"device {k}", v) for k, v in env["device_names"].items()]
+    if "upgraded_from" in result:
+        missing = ", ".join(unrecorded(env)) or "nothing"
+        items.append(("schema", f"written in version {result['upgraded_from']}: {missing} not recorded"))
     items += [
         (f"setting {k}", ", ".join(f"{x:g}" for x in v) if k == "scales" else str(v)) for k, v in settings.items()
     ]

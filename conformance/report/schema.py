@@ -5,26 +5,32 @@ floats are rounded to :data:`conformance.report.measure.DIGITS` significant
 digits, and the document holds no timestamps, host names or paths.  The JSON
 Schema is ``drift.schema.json`` next to this module.
 
-Schema versions: 2 spells a case id as the conformance matrix's case id and
-the scale (``c0-m0-wd0-max0-float32-cpu-foreach0-cap0-tlr0-scale=1e-08``, the
-one spelling ``check --cases`` takes too); version 1 spelled it
-``c0-m0-wd0-max0/float32/foreach0/cpu/scale=1e-08`` and is otherwise the same.
-:func:`load` reads both and hands out version 2 (a version 1 result's ids
-respelled), so old baselines and shards still compare and merge.
+Schema versions:
+
+- 3: the environment records what determines the numbers beyond the
+  versions: the candidate's version, torch's build (BLAS, MKL, oneDNN,
+  OpenMP, compiler, CUDA, parallel backend), NumPy's build (BLAS, SIMD
+  extensions) and the thread counts (:mod:`conformance.report.environment`).
+- 2: a case id is the conformance matrix's case id and the scale
+  (``c0-m0-wd0-max0-float32-cpu-foreach0-cap0-tlr0-scale=1e-08``, the one
+  spelling ``check --cases`` takes too).
+- 1: a case id was spelled ``c0-m0-wd0-max0/float32/foreach0/cpu/scale=1e-08``.
+
+:func:`load` reads all three and hands out version 3: an older result's ids
+are respelled, its environment keeps only what it recorded, and
+``upgraded_from`` says which version it was written in, so old baselines and
+shards still compare and merge, and ``compare`` says what they do not record.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 __all__ = [
     "READABLE_VERSIONS",
@@ -32,7 +38,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "atomic_write",
     "dumps",
-    "environment",
     "json_schema",
     "load",
     "upgrade",
@@ -41,42 +46,9 @@ __all__ = [
 
 SCHEMA_NAME = "lucid-conformance-drift"
 #: Bump when a field changes meaning or spelling; :func:`load` refuses versions it cannot upgrade.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Versions :func:`load` reads (and upgrades to :data:`SCHEMA_VERSION`).
-READABLE_VERSIONS = (1, 2)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(devices: tuple[str, ...] = ("cpu",)) -> dict[str, Any]:
-    """Return what explains a number: versions, CPU model and SIMD capability, device names."""
-    import torch
-
-    from conformance.candidate import distribution_version
-
-    names = {}
-    for device in devices:
-        names[device] = torch.cuda.get_device_name(device) if device.startswith("cuda") else _cpu_model()
-    return {
-        # The harness's own version, from its distribution's metadata (a module named ``lucid`` may be another's).
-        "lucid": distribution_version("conformance"),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu_model": _cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "device_names": names,
-    }
+READABLE_VERSIONS = (1, 2, 3)
 
 
 def _compact(value: Any) -> str:
@@ -158,7 +130,7 @@ def validate(result: Any) -> None:
     if result.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(
             f"drift result has schema_version {result.get('schema_version')!r}; this harness writes "
-            f"{SCHEMA_VERSION} and reads {' and '.join(map(str, READABLE_VERSIONS))} (load() upgrades 1)"
+            f"{SCHEMA_VERSION} and reads {', '.join(map(str, READABLE_VERSIONS))} (load() upgrades the older ones)"
         )
     try:
         import jsonschema
@@ -198,26 +170,33 @@ def _check_ids(cases: list[dict[str, Any]]) -> None:
 def upgrade(result: Any) -> Any:
     """Return ``result`` in :data:`SCHEMA_VERSION` if it is a readable older version (else unchanged).
 
-    Version 1 differs only in the spelling of case ids: each id that is the
-    version 1 spelling of its case's fields is respelled; anything else is left
-    for :func:`validate` to name.
+    Version 1 differs from 2 only in the spelling of case ids: each id that is
+    the version 1 spelling of its case's fields is respelled; anything else is
+    left for :func:`validate` to name.  Version 2 differs from 3 in what the
+    environment records: the upgraded result keeps what it has, and
+    ``upgraded_from`` names the version it was written in (the fields it lacks:
+    :func:`conformance.report.environment.unrecorded`).
     """
-    if not isinstance(result, dict) or result.get("schema") != SCHEMA_NAME or result.get("schema_version") != 1:
+    if not isinstance(result, dict) or result.get("schema") != SCHEMA_NAME:
         return result
-    from conformance.report.cases import drift_case_id, legacy_drift_case_id
+    version = result.get("schema_version")
+    if version not in (1, 2):
+        return result
+    if version == 1:
+        from conformance.report.cases import drift_case_id, legacy_drift_case_id
 
-    cases = result.get("cases")
-    if isinstance(cases, list):
-        respelled = []
-        for case in cases:
-            try:
-                if case["id"] == _spelled(case, legacy_drift_case_id):
-                    case = {**case, "id": _spelled(case, drift_case_id)}
-            except (KeyError, TypeError, ValueError):
-                pass  # malformed: validation names it
-            respelled.append(case)
-        result = {**result, "cases": respelled}
-    return {**result, "schema_version": SCHEMA_VERSION}
+        cases = result.get("cases")
+        if isinstance(cases, list):
+            respelled = []
+            for case in cases:
+                try:
+                    if case["id"] == _spelled(case, legacy_drift_case_id):
+                        case = {**case, "id": _spelled(case, drift_case_id)}
+                except (KeyError, TypeError, ValueError):
+                    pass  # malformed: validation names it
+                respelled.append(case)
+            result = {**result, "cases": respelled}
+    return {**result, "schema_version": SCHEMA_VERSION, "upgraded_from": version}
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
