@@ -3,95 +3,177 @@
 Exit status: 0 when nothing regressed (improvements are listed), 1 when a
 case regressed (a NaN where the baseline has a number included) or a
 baseline case is missing from CURRENT, 2 when the two results are not
-comparable (different settings) or a file is unreadable or not a drift
-result.  The thresholds and their reasons are in
-:mod:`conformance.report.drift`.  Results of schema version 1 (the committed
-baselines may be older than the harness) are read and their case ids
-respelled; torch is not needed.
+comparable (different settings), no baseline can be compared with CURRENT,
+a file is unreadable or not a drift result, or ``--update-baseline`` refuses
+CURRENT.  The thresholds and their reasons are in
+:mod:`conformance.report.drift`.  Results of older schema versions (the
+committed baselines may be older than the harness) are read, and the
+comparison says which environment fields they do not record; torch is not
+needed.
 
-BASELINE may be a directory: the file for CURRENT's stack,
-``cpu-<capability>-torch<version>.json``, is taken from it.
+BASELINE may be a directory of baselines, one per stack, named
+``<devices>-<cpu capability>-torch<version>.json``.  The file for CURRENT's
+stack is taken; where there is none, the nearest: of the same devices, CPU
+capability and settings, the closest torch release (an older one on a tie).
+The output says which file was taken and why, and which environment fields
+differ.  A baseline of another CPU capability is never chosen (its numbers
+move by design); name the file to compare with it anyway.
+``--baseline-torch VERSION`` takes the file of that torch release instead:
+"what moved since VERSION" after an upgrade.
 
-``--update-baseline`` writes CURRENT over BASELINE (atomically) after the
-comparison.  It is legitimate only when the move is understood and intended:
-a deliberate change of the pinned torch or NumPy, a fix that moves Lucid
-closer to the oracle, a change of the run's settings, or a new CI CPU (a new
-file for its capability).  Commit the printed comparison with it.  It is not
-a way to make a red CI green on a move nobody can explain.
+``--out DIR`` writes the comparison as ``comparison.md`` and
+``comparison.html`` (figures of baseline against current, the environment
+differences at the top, what moved highlighted), as one set: a failed
+command leaves DIR as it was.
+
+``--update-baseline`` first prints the comparison with the baseline it
+replaces (the file for CURRENT's stack) or, for a new stack, with the
+nearest one, then writes CURRENT as the stack's baseline (atomically) and the
+comparison beside it as ``<baseline>.comparison.md``.  It refuses (exit 2,
+nothing written) a ``--quick`` run, a run of other than the default settings
+(unless ``--any-settings``), one shard of a run not yet merged, a ``--cases``
+selection, and a run the candidate failed on.  It is legitimate only when the
+move is understood and intended: a deliberate change of the pinned torch or
+NumPy, a fix that moves Lucid closer to the oracle, a change of the run's
+settings, or a new CI CPU (a new file for its capability).  Commit the
+comparison with it.  It is not a way to make a red CI green on a move nobody
+can explain.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-__all__ = ["EXTRA", "baseline_name", "register"]
+__all__ = ["EXTRA", "register"]
 
 #: The install extra this command needs (named when one of its dependencies is missing).
 EXTRA = "report"
 
 
-def baseline_name(result: dict[str, Any]) -> str:
-    """File name of the baseline for ``result``'s stack, e.g. ``cpu-avx512-torch2.13.0.json``."""
-    env = result["environment"]
-    devices = "-".join(result["settings"]["devices"])
-    return f"{devices}-{env['cpu_capability'].lower()}-torch{env['torch'].split('+')[0]}.json"
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
-def _write_baseline(path: Path, text: str, atomic_write: Callable[[Path, str], Path]) -> bool:
-    """Write the baseline (creating its directory); on failure print why and return False."""
+def _write_baseline(path: Path, text: str, comparison: str | None) -> bool:
+    """Write the baseline and the comparison beside it; on failure print why, leave both as they were, return False.
+
+    Each file is replaced atomically; the comparison goes first, and is put
+    back as it was (or removed) when the baseline cannot be written, so a
+    comparison never describes a baseline that is not there.
+    """
+    from conformance.report.schema import atomic_write
+
+    beside = path.with_name(path.stem + ".comparison.md")
     try:
+        previous = beside.read_bytes() if comparison is not None and beside.exists() else None
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, text)
+        if comparison is not None:
+            atomic_write(beside, comparison)
+        try:
+            atomic_write(path, text)
+        except OSError:
+            if comparison is not None:
+                if previous is None:
+                    beside.unlink(missing_ok=True)
+                else:
+                    atomic_write(beside, previous)
+            raise
     except OSError as err:
-        print(f"error: cannot write baseline {path}: {err.strerror or err}", file=sys.stderr)
+        print(f"error: cannot write baseline {path}: {err.strerror or err}; nothing was changed", file=sys.stderr)
         return False
     return True
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from conformance.report.baselines import NoBaselineError, baseline_name, baseline_problems, choose_baseline
+    from conformance.report.comparison import COMPARISON_FILES, DriftDiff, comparison_markdown, environment_notes
     from conformance.report.drift import NotComparableError, compare_results
-    from conformance.report.schema import atomic_write, dumps, load
+    from conformance.report.output import OutputError, stage_reports
+    from conformance.report.schema import dumps, load
 
     try:
         current = load(args.current)
     except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err))
+    if args.update_baseline and (problems := baseline_problems(current, any_settings=args.any_settings)):
+        return _fail(f"{args.current} cannot become a baseline: " + "; ".join(problems) + ". Nothing was written")
     baseline_path = Path(args.baseline)
-    # A directory, or a path that names no .json file: the baselines folder, created on update.
-    if baseline_path.is_dir() or (not baseline_path.exists() and baseline_path.suffix != ".json"):
-        baseline_path = baseline_path / baseline_name(current)
-    if args.update_baseline and not baseline_path.exists():
-        if not _write_baseline(baseline_path, dumps(current), atomic_write):
-            return 2
-        print(f"created baseline {baseline_path}")
-        return 0
+    # A directory, or a path that names no .json file: the baselines folder (created on update).
+    directory = baseline_path.is_dir() or (not baseline_path.exists() and baseline_path.suffix != ".json")
+    if args.baseline_torch and not directory:
+        return _fail(f"--baseline-torch takes a directory of baselines, not the file {args.baseline}")
+    target = baseline_path / baseline_name(current) if directory else baseline_path
+    choice = None
     try:
-        baseline = load(baseline_path)
+        if directory:
+            chosen = choose_baseline(baseline_path, current, torch=args.baseline_torch)
+            baseline, baseline_path = chosen.result, chosen.path
+            choice = None if chosen.exact else chosen.reason
+            for skipped in chosen.skipped:
+                print(f"note: skipped {skipped}")
+        else:
+            baseline = load(baseline_path)
         comparison = compare_results(baseline, current)
-    except FileNotFoundError:
-        print(
-            f"error: no baseline {baseline_path} for this stack; create it with "
-            f"`python -m conformance compare {args.baseline} {args.current} --update-baseline`",
-            file=sys.stderr,
+    except NoBaselineError as err:
+        if args.update_baseline and not target.exists():
+            print(f"note: {err}")
+            if not _write_baseline(target, dumps(current), None):
+                return 2
+            print(f"created baseline {target}, with no baseline to compare it with (see the note above)")
+            return 0
+        return _fail(
+            f"{err}; create one with `python -m conformance compare {args.baseline} {args.current} --update-baseline`"
+            if not args.baseline_torch
+            else str(err)
         )
-        return 2
-    except (NotComparableError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except FileNotFoundError:
+        return _fail(f"no baseline {baseline_path}")
+    except NotComparableError as err:
+        if args.update_baseline and baseline_path == target:
+            print(f"note: {baseline_path} is not comparable: {err}; it is replaced without a comparison")
+            if not _write_baseline(target, dumps(current), None):
+                return 2
+            print(f"updated baseline {target}")
+            return 0
+        return _fail(str(err))
+    except (ValueError, OSError) as err:
+        return _fail(str(err))
     except (KeyError, TypeError) as err:  # only without jsonschema, which would have named the field
-        print(f"error: {baseline_path} or {args.current} is not a complete drift result: {err!r}", file=sys.stderr)
-        return 2
-    print(f"baseline {baseline_path} vs {args.current}")
-    print(comparison.render())
+        return _fail(f"{baseline_path} or {args.current} is not a complete drift result: {err!r}")
+    diff = DriftDiff(baseline, current, comparison, str(baseline_path), str(args.current), choice)
+    staged = None
+    if args.out:
+        try:
+            staged = stage_reports(args.out, names=COMPARISON_FILES.values())
+        except OutputError as err:
+            return _fail(str(err))
+    with staged if staged is not None else contextlib.nullcontext():
+        print(f"baseline {baseline_path} vs {args.current}")
+        if choice:
+            print(f"note: {choice}")
+        for note in environment_notes(baseline, current):
+            print(f"note: {note}")
+        print(comparison.render())
+        if staged is not None:
+            texts = {COMPARISON_FILES["markdown"]: comparison_markdown(diff)}
+            if not args.no_html:
+                from conformance.report.comparison import comparison_html  # matplotlib is imported only here
+
+                texts[COMPARISON_FILES["html"]] = comparison_html(diff)
+            try:
+                written = staged.commit_texts(texts)
+            except OutputError as err:
+                return _fail(str(err))
+            print("wrote " + ", ".join(map(str, written.values())))
     if args.update_baseline:
-        if not _write_baseline(baseline_path, dumps(current), atomic_write):
+        if not _write_baseline(target, dumps(current), comparison_markdown(diff)):
             return 2
-        print(f"updated baseline {baseline_path}")
+        verb = "updated" if baseline_path == target else "created"
+        print(f"{verb} baseline {target}; the comparison is in {target.stem}.comparison.md beside it")
         return 0
     return 1 if comparison.failed else 0
 
@@ -107,6 +189,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("baseline", help="baseline drift.json, or a directory of baselines")
     cmd.add_argument("current", help="drift.json of the run to judge")
     cmd.add_argument(
-        "--update-baseline", action="store_true", help="write CURRENT over BASELINE after comparing (see above)"
+        "--update-baseline",
+        action="store_true",
+        help="print the comparison, then write CURRENT as its stack's baseline and the comparison beside it",
     )
+    cmd.add_argument(
+        "--any-settings", action="store_true", help="with --update-baseline: accept a run of non-default settings"
+    )
+    cmd.add_argument(
+        "--baseline-torch",
+        metavar="VERSION",
+        help="compare with the baseline of this torch release (same devices and CPU capability)",
+    )
+    cmd.add_argument("--out", metavar="DIR", help="write the comparison as comparison.md and comparison.html")
+    cmd.add_argument("--no-html", action="store_true", help="with --out: skip the HTML report (and matplotlib)")
     cmd.set_defaults(func=_compare, extra=EXTRA)

@@ -22,10 +22,19 @@ from matplotlib.figure import Figure
 
 from conformance.compare import unit_roundoff
 from conformance.report.schema import atomic_write, load
-from conformance.report.summary import group_rows, scale_curve
+from conformance.report.summary import Row, group_rows, scale_curve
 from conformance.rmsprop import REFERENCE
 
-__all__ = ["bounds", "departure_vs_scale", "error_vs_step", "heatmaps", "to_png", "ulp_histograms"]
+__all__ = [
+    "baseline_against_current",
+    "bounds",
+    "change_heatmaps",
+    "departure_vs_scale",
+    "error_vs_step",
+    "heatmaps",
+    "to_png",
+    "ulp_histograms",
+]
 
 _DTYPES = ("float32", "float64")
 
@@ -224,6 +233,152 @@ def heatmaps(result: Mapping[str, Any]) -> Figure:
             ax.set_xlabel("gradient scale")
             ax.set_title(title, fontsize=10)
             fig.colorbar(image, ax=ax, shrink=0.8)
+    return fig
+
+
+#: The metrics the diff report draws: title, the value of a case, and whether higher is better.
+_DIFF_METRICS: tuple[tuple[str, Any, bool], ...] = (
+    (
+        "lockstep bit-identical (%)",
+        lambda c: 100 * c["lockstep"]["bitwise_equal"] / max(c["lockstep"]["elements"], 1),
+        True,
+    ),
+    ("lockstep ULP max (candidate - torch)", lambda c: c["lockstep"]["ulp"]["max"], False),
+    ("free-run rel. error after the last step", lambda c: c["free_run"]["final_relative_error"], False),
+)
+
+
+def _moved_by_case(changes: Sequence[Any]) -> dict[str, bool]:
+    """Per case id that moved: whether it regressed (else it improved)."""
+    moved: dict[str, bool] = {}
+    for change in changes:
+        moved[change.case] = moved.get(change.case, False) or change.regression
+    return moved
+
+
+def baseline_against_current(baseline: Mapping[str, Any], current: Mapping[str, Any], changes: Sequence[Any]) -> Figure:
+    """Draw each case's bitwise fraction, ULP max and free-run error: baseline (x) against current (y).
+
+    ``changes`` are the comparison's :class:`conformance.report.drift.Change` s;
+    the cases they name are ringed, red where one regressed, green where they
+    only improved.
+    """
+    base = {c["id"]: c for c in baseline["cases"]}
+    pairs = [(base[c["id"]], c) for c in current["cases"] if c["id"] in base]
+    moved = _moved_by_case(changes)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
+    for ax, (title, value, _) in zip(axes, _DIFF_METRICS):
+        for dtype, marker in (("float32", "o"), ("float64", "s")):
+            chosen = [(value(b), value(c), c["id"]) for b, c in pairs if c["dtype"] == dtype]
+            chosen = [(x, y, i) for x, y, i in chosen if x is not None and y is not None]
+            if not chosen:
+                continue
+            xs, ys, _ = zip(*chosen)
+            ax.scatter(
+                xs,
+                ys,
+                s=14,
+                marker=marker,
+                facecolors="none" if dtype == "float32" else "C0",
+                edgecolors="C0" if dtype == "float32" else "none",
+                alpha=0.7,
+                label=dtype,
+            )
+            for colour, regression in (("red", True), ("green", False)):
+                ring = [(x, y) for x, y, i in chosen if moved.get(i) is regression]
+                if ring:
+                    rx, ry = zip(*ring)
+                    label = f"{'regression' if regression else 'improvement'} ({dtype})"
+                    ax.scatter(rx, ry, s=90, facecolors="none", edgecolors=colour, linewidths=1.4, label=label)
+        if "error" in title:
+            ax.set_xscale("symlog", linthresh=1e-18)
+            ax.set_yscale("symlog", linthresh=1e-18)
+        elif "ULP" in title:
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_yscale("symlog", linthresh=1)
+        low, high = (min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1]))
+        ax.plot([low, high], [low, high], color="grey", lw=0.8, ls=":", zorder=0)
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        ax.set_xlabel("baseline")
+        ax.set_ylabel("current")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def change_heatmaps(baseline: Mapping[str, Any], current: Mapping[str, Any], changes: Sequence[Any]) -> Figure:
+    """Draw configuration x scale heatmaps of current minus baseline per dtype, moved cells outlined.
+
+    Columns: bit-identical percentage points, lockstep ULP max, and log10 of
+    the ratio of the final free-running errors (0 where both are exact).
+    Colours are red for worse and blue for better, symmetric about no change.
+    """
+    from matplotlib.patches import Rectangle
+
+    key = lambda c: (c["dtype"], c["config"], float(c["scale"]))  # noqa: E731
+    common = {c["id"] for c in baseline["cases"]} & {c["id"] for c in current["cases"]}
+    rows = [
+        {r.key: r for r in group_rows({"cases": [c for c in result["cases"] if c["id"] in common]}, key)}
+        for result in (baseline, current)
+    ]
+    dtypes = _dtypes(current)
+    configs = list(dict.fromkeys(c["config"] for c in current["cases"] if c["id"] in common))
+    scales = sorted({float(c["scale"]) for c in current["cases"] if c["id"] in common})
+    cell_of = {c["id"]: key(c) for c in current["cases"]}
+    moved: dict[tuple[Any, ...], bool] = {}
+    for case, regression in _moved_by_case(changes).items():
+        moved[cell_of[case]] = moved.get(cell_of[case], False) or regression
+
+    def ratio(b: Row, c: Row) -> float:
+        x, y = b.free_run_final, c.free_run_final
+        if x != x or y != y:
+            return math.nan
+        if x == y:
+            return 0.0
+        tiny = 1e-300  # an exact (0) side: the ratio is then that of the other side to the smallest double
+        return math.log10(max(y, tiny) / max(x, tiny))
+
+    panels = (
+        ("bit-identical, points (current - baseline)", lambda b, c: 100 * (b.bitwise - c.bitwise), "{:+.2f}"),
+        ("lockstep ULP max (current - baseline)", lambda b, c: c.ulp_max - b.ulp_max, "{:+.2g}"),
+        ("log10 free-run error (current / baseline)", ratio, "{:+.2f}"),
+    )
+    fig, axes = plt.subplots(
+        len(dtypes), 3, figsize=(17, 0.32 * len(configs) * len(dtypes) + 2.4), squeeze=False, layout="constrained"
+    )
+    for row_axes, dtype in zip(axes, dtypes):
+        for ax, (title, delta, fmt) in zip(row_axes, panels):
+            data = np.array(
+                [
+                    [
+                        delta(rows[0][dtype, cfg, s], rows[1][dtype, cfg, s])
+                        if (dtype, cfg, s) in rows[0] and (dtype, cfg, s) in rows[1]
+                        else np.nan
+                        for s in scales
+                    ]
+                    for cfg in configs
+                ]
+            )
+            finite = np.abs(data[np.isfinite(data)])
+            span = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+            # Drawn as "worse is positive": the bitwise panel's data is baseline - current.
+            image = ax.imshow(
+                np.where(np.isfinite(data), data, np.nan), cmap="RdBu_r", vmin=-span, vmax=span, aspect="auto"
+            )
+            for (i, j), value in np.ndenumerate(data):
+                shown = -value if title.startswith("bit") else value
+                text = "n/a" if not np.isfinite(value) else ("0" if value == 0 else fmt.format(shown))
+                ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color=_ink(image, value))
+                if moved.get((dtype, configs[i], scales[j])) is not None:
+                    colour = "k" if moved[dtype, configs[i], scales[j]] else "green"
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=colour, lw=2))
+            ax.set_xticks(range(len(scales)), [f"{s:g}" for s in scales], fontsize=8)
+            ax.set_yticks(range(len(configs)), configs, fontsize=8)
+            ax.set_xlabel("gradient scale")
+            ax.set_title(f"{dtype}: {title}", fontsize=10)
+            bar = fig.colorbar(image, ax=ax, shrink=0.8)
+            bar.set_label("worse" + (" (points lost)" if title.startswith("bit") else ""), fontsize=8)
     return fig
 
 

@@ -22,15 +22,17 @@ from conformance.report.markdown import (
 from conformance.report.summary import scale_curve, verdict
 from conformance.rmsprop import REFERENCE
 
-__all__ = ["html_report"]
+__all__ = ["STYLE", "code_spans", "figure_html", "html_report", "table_html"]
 
-_STYLE = """
+#: The style sheet of every HTML report (the drift report and the diff report).
+
+STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 td:first-child, th:first-child { text-align: left; white-space: nowrap; }
 table.text td, table.text th { text-align: left; }
-tr.out td { background: #fdd; }
+tr.out td { background: #fdd; } tr.better td { background: #e6f4e6; }
 p.bad { background: #fdd; padding: 0.4em 0.6em; font-weight: bold; }
 p.verdict { font-size: 1.15em; padding: 0.5em 0.8em; border-left: 0.4em solid; }
 p.pass { background: #e6f4e6; border-color: #2a7a2a; } p.fail { background: #fdd; border-color: #b00; }
@@ -41,8 +43,12 @@ figcaption { font-size: 0.9em; color: #444; max-width: 70em; }
 """
 
 
-def _table(markdown: str, text: bool = False) -> str:
-    """Turn one of :mod:`conformance.report.markdown`'s pipe tables into an HTML table (``text``: left-aligned)."""
+def table_html(markdown: str, text: bool = False) -> str:
+    """Turn a Markdown pipe table of the reports into an HTML table (``text``: left-aligned).
+
+    A row whose last cell is ``OUT`` or starts with ``REGRESSION`` is marked
+    red (class ``out``), one that starts with ``improvement`` green.
+    """
     lines = [line.strip().strip("|").split("|") for line in markdown.splitlines()]
     header, body = lines[0], lines[2:]
     out = [
@@ -51,18 +57,21 @@ def _table(markdown: str, text: bool = False) -> str:
         "</tr></thead><tbody>",
     ]
     for cells in body:
-        cls = ' class="out"' if cells[-1].strip() == "OUT" else ""
-        out += [f"<tr{cls}>", *(f"<td>{_code(html.escape(c.strip()))}</td>" for c in cells), "</tr>"]
+        last = cells[-1].strip()
+        cls = ' class="out"' if last == "OUT" or last.startswith("REGRESSION") else ""
+        cls = ' class="better"' if last.startswith("improvement") else cls
+        out += [f"<tr{cls}>", *(f"<td>{code_spans(html.escape(c.strip()))}</td>" for c in cells), "</tr>"]
     out.append("</tbody></table>")
     return "".join(out)
 
 
-def _code(text: str) -> str:
+def code_spans(text: str) -> str:
     """Return ``text`` with Markdown's `code` spans as HTML code elements."""
     return re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
 
 
-def _figure(png: bytes, alt: str, caption: str) -> str:
+def figure_html(png: bytes, alt: str, caption: str) -> str:
+    """Return a figure element with ``png`` embedded as base64."""
     data = base64.b64encode(png).decode("ascii")
     return (
         f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
@@ -75,7 +84,7 @@ def _notice(markdown: str) -> str:
     out, items = [], []
     for line in markdown.splitlines():
         text = html.escape(line.strip()).replace("**", "")
-        text = _code(text)
+        text = code_spans(text)
         if line.startswith("- "):
             items.append(f"<li>{text[2:]}</li>")
         elif text:
@@ -125,19 +134,19 @@ def html_report(result: dict[str, Any]) -> str:
     word, rest = sentence.split(": ", 1)
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
         f"<p class='verdict {'pass' if passed else 'fail'}'><b>Verdict: {word}.</b> "
         f"{html.escape(rest[0].upper() + rest[1:])}.</p>",
         *([_notice(notice)] if (notice := incomplete_notice(result)) else []),
         *_causes(result),
         "<h2>What produced these numbers</h2>",
-        _table(environment_table(result)),
+        table_html(environment_table(result)),
         "<h2>Configuration codes</h2>",
         "<p><code>cC-mM-wdW-maxX</code>: centered (C), momentum (M), weight decay (W) and maximize (X) off (0) "
         "or on (1), at the values the matrix uses.</p>",
-        _table(legend_table(result), text=True),
+        table_html(legend_table(result), text=True),
         "<h2>The verdict's bounds</h2>",
-        _figure(
+        figure_html(
             figures.to_png(figures.bounds(result)),
             "worst errors against their bounds",
             "Per configuration, the worst lockstep error (in u times that step's forward-error scale) and the "
@@ -146,7 +155,7 @@ def html_report(result: dict[str, Any]) -> str:
             "bottom edge.",
         ),
         "<h2>Departure by gradient scale</h2>",
-        _figure(
+        figure_html(
             figures.to_png(figures.departure_vs_scale({result["candidate"]: result})),
             "relative error against gradient scale",
             f"Worst (over configurations, torch implementations and devices) relative error of the parameter "
@@ -155,20 +164,20 @@ def html_report(result: dict[str, Any]) -> str:
             f"{_worst_in_u(result)}; the verdict does not judge this relative error but the error in units of the "
             "accumulated scale (the bounds figure above). Exact agreement is drawn at 1/100 of 2u·sqrt(N).",
         ),
-        _table(scale_table(result)),
+        table_html(scale_table(result)),
         "<h2>Agreement per configuration</h2>",
         "<p>Lockstep: torch's state is copied into the candidate before every step, so each step's error is seen "
         "alone. ULP distances are in ULPs of the dtype at the magnitude of the terms that form the new parameter. "
         "Rows marked red left a derived bound or disagree in NaN/Inf pattern.</p>",
-        _table(summary_table(result)),
-        _figure(
+        table_html(summary_table(result)),
+        figure_html(
             figures.to_png(figures.heatmaps(result)),
             "configuration by scale heatmaps",
             "Per configuration and gradient scale (pooled over torch implementations): left, percentage of "
             "lockstep parameter elements bit-identical to torch; right, log10 of the final free-running relative "
             "error ('exact': identical trajectories). Each colour scale spans the measured range.",
         ),
-        _figure(
+        figure_html(
             figures.to_png(figures.error_vs_step(result)),
             "free-running error against step",
             "Free-running relative error against step, one line per configuration (worst over scales and "
@@ -176,7 +185,7 @@ def html_report(result: dict[str, Any]) -> str:
             "grows like sqrt(t), a bias like t; a line that starts far above u is a different formula. The "
             "verdict is judged in units of the accumulated scale, against the bound in the figure above.",
         ),
-        _figure(
+        figure_html(
             figures.to_png(figures.ulp_histograms(result)),
             "ULP histograms",
             "Lockstep ULP distances pooled over all cases: candidate vs torch, and each side vs the exact step "

@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -103,9 +104,9 @@ def _reserve(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def _only_reports(path: Path) -> bool:
+def _only_reports(path: Path, names: frozenset[str]) -> bool:
     try:
-        return all(name in REPORT_FILES.values() for name in os.listdir(path))
+        return all(name in names for name in os.listdir(path))
     except OSError:
         return False
 
@@ -120,6 +121,8 @@ class StagedReports:
 
     out: Path
     staging: Path
+    #: The file names a report set of this kind consists of.
+    names: frozenset[str] = frozenset(REPORT_FILES.values())
     #: Old ``--out`` directories moved aside that held more than reports, so were kept.
     kept: list[Path] = field(default_factory=list)
 
@@ -154,10 +157,24 @@ class StagedReports:
             from conformance.report import html as html_page  # matplotlib is imported only here
 
             texts["html"] = html_page.html_report(result)
+        written = self.commit_texts({REPORT_FILES[kind]: text for kind, text in texts.items()})
+        return {kind: written[REPORT_FILES[kind]] for kind in texts}
+
+    def commit_texts(self, texts: dict[str, str]) -> dict[str, Path]:
+        """Write ``texts`` (by file name, each one of :attr:`names`) and swap them in as ``out``; return the paths.
+
+        Raises
+        ------
+        OutputError
+            If writing fails (a full disk), saying so; ``out`` keeps its old set.
+        """
+        unknown = sorted(set(texts) - self.names)
+        if unknown:
+            raise ValueError(f"not files of this report set: {', '.join(unknown)}")
         try:
             (self.staging / _RESERVED).unlink(missing_ok=True)  # give the reserved space to the reports
-            for kind, text in texts.items():
-                _write(self.staging / REPORT_FILES[kind], text)
+            for name, text in texts.items():
+                _write(self.staging / name, text)
             _fsync_dir(self.staging)
             self._swap_in()
         except OSError as err:
@@ -165,7 +182,7 @@ class StagedReports:
                 f"--out {self.out}: writing the reports failed ({err.strerror or err}); "
                 "its previous content is unchanged"
             ) from err
-        return {kind: self.out / REPORT_FILES[kind] for kind in texts}
+        return {name: self.out / name for name in texts}
 
     def _swap_in(self) -> None:
         asides: list[Path] = []
@@ -195,18 +212,22 @@ class StagedReports:
             raise
         finally:
             for aside in asides:
-                if _only_reports(aside):
+                if _only_reports(aside, self.names):
                     _unlink_tree(aside)
                 elif aside.exists():
                     self.kept.append(aside)
         _fsync_dir(self.out.parent)
 
 
-def stage_reports(out_dir: str | os.PathLike[str], *, reserve: int = 0) -> StagedReports:
+def stage_reports(
+    out_dir: str | os.PathLike[str], *, reserve: int = 0, names: Collection[str] = tuple(REPORT_FILES.values())
+) -> StagedReports:
     """Check that ``out_dir`` can take a report set and make the staging directory beside it.
 
     ``reserve`` bytes are allocated in it (:func:`reserve_size`) and freed for
-    the reports at :meth:`StagedReports.commit`.
+    the reports at :meth:`StagedReports.commit`.  ``names`` are the files of
+    the set (a drift report's by default; the diff report's for ``compare``):
+    an existing ``out_dir`` may hold only those.
 
     Raises
     ------
@@ -225,15 +246,15 @@ def stage_reports(out_dir: str | os.PathLike[str], *, reserve: int = 0) -> Stage
         raise OutputError(f"--out {shown} exists and is not a directory")
     if out.is_dir():
         try:
-            names = sorted(os.listdir(out))
+            present = sorted(os.listdir(out))
         except OSError as err:
             raise OutputError(f"--out {shown}: cannot read it ({err.strerror})") from None
-        foreign = [name for name in names if name not in REPORT_FILES.values()]
+        foreign = [name for name in present if name not in names]
         if foreign:
             listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
             raise OutputError(
-                f"--out {shown} holds files that are not drift reports ({listed}); it is replaced as a whole, "
-                "so give a new or empty directory, or one holding only drift.json/.md/.html"
+                f"--out {shown} holds files that are not its reports ({listed}); it is replaced as a whole, "
+                f"so give a new or empty directory, or one holding only {', '.join(sorted(names))}"
             )
         if not os.access(out, os.W_OK | os.X_OK):
             raise OutputError(f"--out {shown}: not writable, so its old reports could not be replaced")
@@ -260,7 +281,7 @@ def stage_reports(out_dir: str | os.PathLike[str], *, reserve: int = 0) -> Stage
     except BaseException:
         _unlink_tree(staging)
         raise
-    return StagedReports(out, staging)
+    return StagedReports(out, staging, frozenset(names))
 
 
 def write_reports(result: dict[str, Any], out_dir: str | os.PathLike[str], *, html: bool = True) -> dict[str, Path]:
