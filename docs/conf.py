@@ -112,7 +112,31 @@ def _draw_baseline_figures(app: object) -> None:
         (out / name).write_bytes(figures.to_png(draw(result)))
 
 
+#: The committed comparisons the "What moved between versions" page draws: figure prefix, baseline, current.
+VERSION_COMPARISONS = (
+    ("versions-torch", "cpu-avx2-torch2.13.0.json", "cpu-avx2-torch2.14.1.json"),
+    ("versions-numpy", "cpu-avx2-torch2.13.0.json", "numpy1.26/cpu-avx2-torch2.13.0.json"),
+    ("versions-cpu", "cpu-avx512-torch2.13.0.json", "cpu-avx2-torch2.13.0.json"),
+)
+
+
+def _draw_version_figures(app: object) -> None:
+    """Draw the diff report's figures of the committed comparisons into ``_generated/``."""
+    from conformance.report import figures
+    from conformance.report.drift import compare_results
+    from conformance.report.schema import load
+
+    out = HERE / "_generated"
+    out.mkdir(exist_ok=True)
+    for prefix, before, after in VERSION_COMPARISONS:
+        baseline, current = (load(HERE.parent / "baselines" / name) for name in (before, after))
+        changes = compare_results(baseline, current).changes
+        for name, draw in (("heatmaps", figures.change_heatmaps), ("cases", figures.baseline_against_current)):
+            (out / f"{prefix}-{name}.png").write_bytes(figures.to_png(draw(baseline, current, changes)))
+
+
 def setup(app: object) -> None:
     """Regenerate the measured figures before reading the sources."""
     app.connect("builder-inited", _measure_figure)
     app.connect("builder-inited", _draw_baseline_figures)
+    app.connect("builder-inited", _draw_version_figures)
