@@ -16,8 +16,8 @@ BASELINE may be a directory of baselines, one per stack, named
 stack is taken; where there is none, the nearest: of the same devices, CPU
 capability and settings, the closest torch release (an older one on a tie).
 The output says which file was taken and why, and which environment fields
-differ.  A baseline of another CPU capability is never chosen (its numbers
-move by design); name the file to compare with it anyway.
+differ.  A baseline of another CPU capability is never chosen (torch rounds
+some elements differently there); name the file to compare with it anyway.
 ``--baseline-torch VERSION`` takes the file of that torch release instead:
 "what moved since VERSION" after an upgrade.
 
@@ -58,29 +58,28 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _write_baseline(path: Path, text: str, comparison: str | None) -> bool:
+def _write_baseline(path: Path, text: str, comparison: str) -> bool:
     """Write the baseline and the comparison beside it; on failure print why, leave both as they were, return False.
 
     Each file is replaced atomically; the comparison goes first, and is put
     back as it was (or removed) when the baseline cannot be written, so a
-    comparison never describes a baseline that is not there.
+    comparison never describes a baseline that is not there, and a baseline
+    never sits beside the comparison of the one it replaced.
     """
     from conformance.report.schema import atomic_write
 
     beside = path.with_name(path.stem + ".comparison.md")
     try:
-        previous = beside.read_bytes() if comparison is not None and beside.exists() else None
+        previous = beside.read_bytes() if beside.exists() else None
         path.parent.mkdir(parents=True, exist_ok=True)
-        if comparison is not None:
-            atomic_write(beside, comparison)
+        atomic_write(beside, comparison)
         try:
             atomic_write(path, text)
         except OSError:
-            if comparison is not None:
-                if previous is None:
-                    beside.unlink(missing_ok=True)
-                else:
-                    atomic_write(beside, previous)
+            if previous is None:
+                beside.unlink(missing_ok=True)
+            else:
+                atomic_write(beside, previous)
             raise
     except OSError as err:
         print(f"error: cannot write baseline {path}: {err.strerror or err}; nothing was changed", file=sys.stderr)
@@ -88,18 +87,35 @@ def _write_baseline(path: Path, text: str, comparison: str | None) -> bool:
     return True
 
 
+def _uncompared(current: str, why: str) -> str:
+    """Return the text written beside a baseline that was written without a comparison."""
+    return f"# Baseline written without a comparison\n\nFrom `{current}`: {why}.\n"
+
+
 def _compare(args: argparse.Namespace) -> int:
-    from conformance.report.baselines import NoBaselineError, baseline_name, baseline_problems, choose_baseline
+    from conformance.report.baselines import (
+        NoBaselineError,
+        baseline_name,
+        baseline_problems,
+        choose_baseline,
+        foreign_stack,
+    )
     from conformance.report.comparison import COMPARISON_FILES, DriftDiff, comparison_markdown, environment_notes
     from conformance.report.drift import NotComparableError, compare_results
     from conformance.report.output import OutputError, stage_reports
     from conformance.report.schema import dumps, load
 
+    if args.update_baseline and args.baseline_torch:
+        return _fail(
+            "--baseline-torch and --update-baseline do not go together: an update is compared with the "
+            "baseline it replaces (or, for a new stack, the nearest one)"
+        )
     try:
         current = load(args.current)
     except (OSError, ValueError) as err:
         return _fail(str(err))
-    if args.update_baseline and (problems := baseline_problems(current, any_settings=args.any_settings)):
+    problems = baseline_problems(current, any_settings=args.any_settings)
+    if args.update_baseline and problems:
         return _fail(f"{args.current} cannot become a baseline: " + "; ".join(problems) + ". Nothing was written")
     baseline_path = Path(args.baseline)
     # A directory, or a path that names no .json file: the baselines folder (created on update).
@@ -107,35 +123,50 @@ def _compare(args: argparse.Namespace) -> int:
     if args.baseline_torch and not directory:
         return _fail(f"--baseline-torch takes a directory of baselines, not the file {args.baseline}")
     target = baseline_path / baseline_name(current) if directory else baseline_path
-    choice = None
+    if args.update_baseline and (foreign := foreign_stack(target, current)):
+        return _fail(f"{foreign}: a baseline describes one stack. Nothing was written")
+    choice, notes = None, ()
     try:
         if directory:
             chosen = choose_baseline(baseline_path, current, torch=args.baseline_torch)
             baseline, baseline_path = chosen.result, chosen.path
             choice = None if chosen.exact else chosen.reason
-            for skipped in chosen.skipped:
-                print(f"note: skipped {skipped}")
+            notes = tuple(f"skipped {skipped}" for skipped in chosen.skipped)
         else:
             baseline = load(baseline_path)
         comparison = compare_results(baseline, current)
     except NoBaselineError as err:
-        if args.update_baseline and not target.exists():
+        if args.update_baseline and err.unreadable:
+            return _fail(f"{err}; fix or remove the unreadable file(s) first: one may be the baseline to compare with")
+        if args.update_baseline:
             print(f"note: {err}")
-            if not _write_baseline(target, dumps(current), None):
+            if not _write_baseline(
+                target, dumps(current), _uncompared(args.current, f"no baseline to compare with ({err})")
+            ):
                 return 2
             print(f"created baseline {target}, with no baseline to compare it with (see the note above)")
             return 0
-        return _fail(
-            f"{err}; create one with `python -m conformance compare {args.baseline} {args.current} --update-baseline`"
-            if not args.baseline_torch
-            else str(err)
-        )
+        # The way to create one, where the result may become a baseline (with --any-settings where needed).
+        hint = ""
+        if not args.baseline_torch and not baseline_problems(current, any_settings=True):
+            flags = "--update-baseline" + (" --any-settings" if problems else "")
+            hint = f"; create one with `python -m conformance compare {args.baseline} {args.current} {flags}`"
+        return _fail(f"{err}{hint}")
     except FileNotFoundError:
+        if args.update_baseline:
+            if not _write_baseline(target, dumps(current), _uncompared(args.current, f"{target} did not exist")):
+                return 2
+            print(f"created baseline {target} (it did not exist: nothing to compare with)")
+            return 0
         return _fail(f"no baseline {baseline_path}")
     except NotComparableError as err:
         if args.update_baseline and baseline_path == target:
             print(f"note: {baseline_path} is not comparable: {err}; it is replaced without a comparison")
-            if not _write_baseline(target, dumps(current), None):
+            if not _write_baseline(
+                target,
+                dumps(current),
+                _uncompared(args.current, f"not comparable with the baseline it replaced: {err}"),
+            ):
                 return 2
             print(f"updated baseline {target}")
             return 0
@@ -144,7 +175,7 @@ def _compare(args: argparse.Namespace) -> int:
         return _fail(str(err))
     except (KeyError, TypeError) as err:  # only without jsonschema, which would have named the field
         return _fail(f"{baseline_path} or {args.current} is not a complete drift result: {err!r}")
-    diff = DriftDiff(baseline, current, comparison, str(baseline_path), str(args.current), choice)
+    diff = DriftDiff(baseline, current, comparison, str(baseline_path), str(args.current), choice, notes)
     staged = None
     if args.out:
         try:
@@ -153,9 +184,7 @@ def _compare(args: argparse.Namespace) -> int:
             return _fail(str(err))
     with staged if staged is not None else contextlib.nullcontext():
         print(f"baseline {baseline_path} vs {args.current}")
-        if choice:
-            print(f"note: {choice}")
-        for note in environment_notes(baseline, current):
+        for note in (*([choice] if choice else []), *notes, *environment_notes(baseline, current)):
             print(f"note: {note}")
         print(comparison.render())
         if staged is not None:

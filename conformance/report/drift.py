@@ -76,6 +76,7 @@ import numpy as np
 from conformance.report.environment import differences
 
 __all__ = [
+    "CASE_NUMBERS",
     "FAMILY_ALPHA",
     "FREE_RUN_FACTOR",
     "ORACLE_MAX_SLACK",
@@ -83,6 +84,7 @@ __all__ = [
     "Change",
     "Comparison",
     "NotComparableError",
+    "bitwise_fraction",
     "compare_results",
 ]
 
@@ -178,15 +180,34 @@ def _z(cases: int) -> float:
     return NormalDist().inv_cdf(1 - FAMILY_ALPHA / max(cases, 1))
 
 
+def bitwise_fraction(lockstep: dict[str, Any]) -> float:
+    """Return a case's bit-identical fraction of lockstep element-steps (1 where it compared none)."""
+    return lockstep["bitwise_equal"] / lockstep["elements"] if lockstep["elements"] else 1.0
+
+
 def _bitwise(base: dict[str, Any], cur: dict[str, Any], z: float) -> tuple[float, float, float]:
     """Return the baseline and current fractions and the allowed move (z standard errors)."""
     x0, n0 = base["bitwise_equal"], base["elements"]
     x1, n1 = cur["bitwise_equal"], cur["elements"]
     p0, p1 = (x0 + 1) / (n0 + 2), (x1 + 1) / (n1 + 2)
     se = math.sqrt(p0 * (1 - p0) / (n0 + 2) + p1 * (1 - p1) / (n1 + 2))
-    f0 = x0 / n0 if n0 else 1.0
-    f1 = x1 / n1 if n1 else 1.0
-    return f0, f1, z * se
+    return bitwise_fraction(base), bitwise_fraction(cur), z * se
+
+
+#: The numbers of a case a comparison reports, by the name its changes carry, and how to read each.
+CASE_NUMBERS: dict[str, Any] = {
+    "bitwise fraction": lambda c: bitwise_fraction(c["lockstep"]),
+    "lockstep ULP max": lambda c: c["lockstep"]["ulp"]["max"],
+    "lucid oracle ULP max": lambda c: c["lockstep"]["lucid_oracle_ulp"]["max"],
+    "lucid oracle ULP median": lambda c: c["lockstep"]["lucid_oracle_ulp"]["median"],
+    "torch oracle ULP max": lambda c: c["lockstep"]["torch_oracle_ulp"]["max"],
+    "torch oracle ULP median": lambda c: c["lockstep"]["torch_oracle_ulp"]["median"],
+    "lockstep error / bound scale": lambda c: c["lockstep"]["max_normalised_error"],
+    "lockstep NaN/Inf mismatches": lambda c: c["lockstep"]["nonfinite_mismatches"],
+    "free-run rel. error": lambda c: c["free_run"]["final_relative_error"],
+    "free-run error / bound scale": lambda c: c["free_run"]["max_normalised_error"],
+    "free-run NaN/Inf mismatches": lambda c: c["free_run"]["nonfinite_mismatches"],
+}
 
 
 #: Names of the metrics the thresholds judge, by their path in a case (others are named by path).

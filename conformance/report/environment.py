@@ -105,7 +105,9 @@ def _numpy_build() -> dict[str, Any]:
         name = str(entry.get("name", "unknown"))
         # NumPy 1.26's build names some dependencies by a Python object id ("dep140213194937296"),
         # which differs from run to run: not a name.
-        name = "unnamed" if re.fullmatch(r"dep\d+", name) else name
+        # (its version is then NumPy's own, not the library's: left out too)
+        if re.fullmatch(r"dep\d+", name):
+            return "unnamed"
         return f"{name} {entry.get('version', '')}".strip()
 
     return {
@@ -138,18 +140,20 @@ def _threads(torch: Any) -> dict[str, Any]:
 def _libraries(infos: list[dict[str, Any]], packages: tuple[Any, ...]) -> list[str]:
     """Describe the thread-pool libraries NumPy and torch loaded, one line each, sorted.
 
-    Only those inside the packages' own directories (``numpy.libs``,
-    ``torch/lib``): another package that happens to be imported (SciPy ships an
-    OpenBLAS of its own) takes no part in the numbers.  Where none is there (a
-    NumPy linked to the system's BLAS), every library loaded is described.
+    Those inside the packages' own directories (``numpy.libs``, ``torch/lib``):
+    another package that happens to be imported (SciPy ships an OpenBLAS of its
+    own) takes no part in the numbers.  Where none of those is a BLAS (a NumPy
+    linked to the system's or conda's BLAS), every BLAS loaded is described too.
     """
     roots = []
     for package in packages:
         root = os.path.dirname(os.path.abspath(package.__file__))
         roots += [root + os.sep, root + ".libs" + os.sep]
     own = [info for info in infos if any(str(info.get("filepath", "")).startswith(r) for r in roots)]
+    if not any(info.get("user_api") == "blas" for info in own):
+        own += [info for info in infos if info.get("user_api") == "blas" and info not in own]
     lines = []
-    for info in own or infos:
+    for info in own:
         details = [f"{info.get('internal_api', '?')} {info.get('version') or ''}".strip(), str(info.get("user_api"))]
         details += [f"{info['num_threads']} threads"] if "num_threads" in info else []
         details += [str(info[k]) for k in ("threading_layer", "architecture") if info.get(k)]

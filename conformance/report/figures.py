@@ -19,8 +19,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from conformance.compare import unit_roundoff
+from conformance.report.drift import CASE_NUMBERS
 from conformance.report.schema import atomic_write, load
 from conformance.report.summary import Row, group_rows, scale_curve
 from conformance.rmsprop import REFERENCE
@@ -236,15 +238,11 @@ def heatmaps(result: Mapping[str, Any]) -> Figure:
     return fig
 
 
-#: The metrics the diff report draws: title, the value of a case, and whether higher is better.
-_DIFF_METRICS: tuple[tuple[str, Any, bool], ...] = (
-    (
-        "lockstep bit-identical (%)",
-        lambda c: 100 * c["lockstep"]["bitwise_equal"] / max(c["lockstep"]["elements"], 1),
-        True,
-    ),
-    ("lockstep ULP max (candidate - torch)", lambda c: c["lockstep"]["ulp"]["max"], False),
-    ("free-run rel. error after the last step", lambda c: c["free_run"]["final_relative_error"], False),
+#: The numbers the diff report's scatter draws: title, and the name of the number (:data:`drift.CASE_NUMBERS`).
+_DIFF_METRICS = (
+    ("lockstep bit-identical (%)", "bitwise fraction"),
+    ("lockstep ULP max (candidate - torch)", "lockstep ULP max"),
+    ("free-run rel. error after the last step", "free-run rel. error"),
 )
 
 
@@ -267,7 +265,14 @@ def baseline_against_current(baseline: Mapping[str, Any], current: Mapping[str, 
     pairs = [(base[c["id"]], c) for c in current["cases"] if c["id"] in base]
     moved = _moved_by_case(changes)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
-    for ax, (title, value, _) in zip(axes, _DIFF_METRICS):
+    for ax, (title, number) in zip(axes, _DIFF_METRICS):
+        read = CASE_NUMBERS[number]
+        scale = 100 if number == "bitwise fraction" else 1
+
+        def value(case: Mapping[str, Any], read: Any = read, scale: float = scale) -> float | None:
+            x = read(case)
+            return None if x is None else scale * x
+
         for dtype, marker in (("float32", "o"), ("float64", "s")):
             chosen = [(value(b), value(c), c["id"]) for b, c in pairs if c["dtype"] == dtype]
             chosen = [(x, y, i) for x, y, i in chosen if x is not None and y is not None]
@@ -311,7 +316,8 @@ def change_heatmaps(baseline: Mapping[str, Any], current: Mapping[str, Any], cha
     """Draw configuration x scale heatmaps of current minus baseline per dtype, moved cells outlined.
 
     Columns: bit-identical percentage points, lockstep ULP max, and log10 of
-    the ratio of the final free-running errors (0 where both are exact).
+    the ratio of the final free-running errors, each side floored at honest
+    rounding noise, 2u sqrt(N) (0 where both are below it).
     Colours are red for worse and blue for better, symmetric about no change.
     """
     from matplotlib.patches import Rectangle
@@ -330,18 +336,21 @@ def change_heatmaps(baseline: Mapping[str, Any], current: Mapping[str, Any], cha
     for case, regression in _moved_by_case(changes).items():
         moved[cell_of[case]] = moved.get(cell_of[case], False) or regression
 
-    def ratio(b: Row, c: Row) -> float:
+    steps = int(current["settings"]["steps"])
+
+    def ratio(b: Row, c: Row, dtype: str) -> float:
         x, y = b.free_run_final, c.free_run_final
         if x != x or y != y:
             return math.nan
-        if x == y:
-            return 0.0
-        tiny = 1e-300  # an exact (0) side: the ratio is then that of the other side to the smallest double
-        return math.log10(max(y, tiny) / max(x, tiny))
+        # Below honest rounding noise, 2u sqrt(N), a change is no change (the free-run threshold's floor):
+        # an exact (0) trajectory that becomes 1e-16 apart is not 284 orders of magnitude worse.
+        floor = float(np.finfo(dtype).eps) * math.sqrt(steps)
+        return math.log10(max(y, floor) / max(x, floor))
 
+    # Each panel: title, the change (positive: worse), and the text of a cell from it.
     panels = (
-        ("bit-identical, points (current - baseline)", lambda b, c: 100 * (b.bitwise - c.bitwise), "{:+.2f}"),
-        ("lockstep ULP max (current - baseline)", lambda b, c: c.ulp_max - b.ulp_max, "{:+.2g}"),
+        ("bit-identical, points (current - baseline)", lambda b, c, d: 100 * (b.bitwise - c.bitwise), "points"),
+        ("lockstep ULP max (current - baseline)", lambda b, c, d: c.ulp_max - b.ulp_max, "{:+.2g}"),
         ("log10 free-run error (current / baseline)", ratio, "{:+.2f}"),
     )
     fig, axes = plt.subplots(
@@ -352,7 +361,7 @@ def change_heatmaps(baseline: Mapping[str, Any], current: Mapping[str, Any], cha
             data = np.array(
                 [
                     [
-                        delta(rows[0][dtype, cfg, s], rows[1][dtype, cfg, s])
+                        delta(rows[0][dtype, cfg, s], rows[1][dtype, cfg, s], dtype)
                         if (dtype, cfg, s) in rows[0] and (dtype, cfg, s) in rows[1]
                         else np.nan
                         for s in scales
@@ -362,13 +371,15 @@ def change_heatmaps(baseline: Mapping[str, Any], current: Mapping[str, Any], cha
             )
             finite = np.abs(data[np.isfinite(data)])
             span = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-            # Drawn as "worse is positive": the bitwise panel's data is baseline - current.
+            # Drawn as "worse is positive" (red); the bitwise panel's data is baseline - current, so its
+            # cells and colour-bar ticks are labelled with the negation, current - baseline.
+            sign = -1.0 if fmt == "points" else 1.0
+            fmt = "{:+.2f}" if fmt == "points" else fmt
             image = ax.imshow(
                 np.where(np.isfinite(data), data, np.nan), cmap="RdBu_r", vmin=-span, vmax=span, aspect="auto"
             )
             for (i, j), value in np.ndenumerate(data):
-                shown = -value if title.startswith("bit") else value
-                text = "n/a" if not np.isfinite(value) else ("0" if value == 0 else fmt.format(shown))
+                text = "n/a" if not np.isfinite(value) else ("0" if value == 0 else fmt.format(sign * value))
                 ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color=_ink(image, value))
                 if moved.get((dtype, configs[i], scales[j])) is not None:
                     colour = "k" if moved[dtype, configs[i], scales[j]] else "green"
@@ -378,7 +389,8 @@ def change_heatmaps(baseline: Mapping[str, Any], current: Mapping[str, Any], cha
             ax.set_xlabel("gradient scale")
             ax.set_title(f"{dtype}: {title}", fontsize=10)
             bar = fig.colorbar(image, ax=ax, shrink=0.8)
-            bar.set_label("worse" + (" (points lost)" if title.startswith("bit") else ""), fontsize=8)
+            bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _, sign=sign: f"{sign * v + 0.0:+.3g}"))
+            bar.set_label("red: worse, blue: better", fontsize=8)
     return fig
 
 

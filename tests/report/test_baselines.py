@@ -131,11 +131,20 @@ def _directory(tmp_path, tiny_result, *versions, capability=None):
     return directory
 
 
+def test_the_nearest_release_is_by_version_not_by_name_and_the_older_wins_a_tie(tmp_path, tiny_result):
+    # 2.9.0 and 2.11.0 are as near to 2.10.1; by name 2.11.0 sorts first, by version 2.9.0 is older.
+    directory = _directory(tmp_path, tiny_result, "2.9.0+cpu", "2.11.0+cpu", "2.12.0+cpu")
+    choice = choose_baseline(directory, _copy(tiny_result, torch="2.10.1+cpu"))
+    assert choice.path.name.endswith("torch2.9.0.json"), choice
+    # 2.10.0 is nearer to 2.10.1 than 2.9.0 is, though "2.10" sorts before "2.9" as text.
+    directory = _directory(tmp_path / "more", tiny_result, "2.9.0+cpu", "2.10.0+cpu")
+    assert choose_baseline(directory, _copy(tiny_result, torch="2.10.1")).path.name.endswith("torch2.10.0.json")
+
+
 def test_without_a_baseline_for_the_stack_the_nearest_torch_is_taken_and_named(tmp_path, tiny_result, capsys):
     directory = _directory(tmp_path, tiny_result, "2.12.0+cpu", "2.13.0+cpu", "2.15.0+cpu")
     upgraded = _copy(tiny_result, torch="2.14.1+cu130")
     choice = choose_baseline(directory, upgraded)
-    # 2.13.0 and 2.15.0 are as near to 2.14.1; the older, the one being upgraded from, is taken.
     assert choice.path.name.endswith("torch2.13.0.json") and not choice.exact
     assert "torch 2.13.0 instead of 2.14.1" in choice.reason
     current = _write(tmp_path / "current.json", upgraded)
@@ -156,7 +165,7 @@ def test_a_baseline_of_another_cpu_capability_is_never_the_nearest(tmp_path, tin
     current = _write(tmp_path / "current.json", tiny_result)
     assert main(["compare", str(directory), current]) == 2
     err = capsys.readouterr().err
-    assert f"CPU capability {other}" in err and "moves by design" in err
+    assert f"CPU capability {other}" in err and "describes other roundings" in err
 
 
 @pytest.mark.parametrize(
@@ -227,3 +236,66 @@ def test_a_baseline_that_cannot_be_written_leaves_the_comparison_beside_it_as_it
     assert "No space left on device; nothing was changed" in capsys.readouterr().err
     assert (directory / name).read_text() == before
     assert beside.read_text() == "the comparison of the last update"
+
+
+def test_an_unreadable_file_is_named_and_blocks_an_update_that_might_have_compared_with_it(
+    tmp_path, tiny_result, capsys
+):
+    directory = _directory(tmp_path, tiny_result, "2.13.0+cpu")
+    broken = directory / baseline_name(tiny_result)
+    broken.write_text(broken.read_text()[:100])  # truncated
+    current = _write(tmp_path / "current.json", _copy(tiny_result, torch="2.14.1+cpu"))
+    assert main(["compare", str(directory), current]) == 2
+    assert f"unreadable {broken.name}" in capsys.readouterr().err
+    assert main(["compare", str(directory), current, "--update-baseline", "--any-settings"]) == 2
+    assert "fix or remove the unreadable file" in capsys.readouterr().err
+    assert sorted(os.listdir(directory)) == [broken.name]
+
+
+def test_update_baseline_never_writes_a_file_named_for_another_stack(tmp_path, tiny_result, capsys):
+    directory = _directory(tmp_path, tiny_result, "2.13.0+cpu", capability="AVX512")
+    other = directory / baseline_name(_copy(tiny_result, cpu_capability="AVX512"))
+    before = other.read_text()
+    current = _write(tmp_path / "current.json", tiny_result)
+    assert main(["compare", str(other), current, "--update-baseline", "--any-settings"]) == 2
+    assert "is named for another stack" in capsys.readouterr().err and other.read_text() == before
+    # A file of the user's own naming, not there yet, is created.
+    mine = tmp_path / "mine" / "reference.json"
+    assert main(["compare", str(mine), current, "--update-baseline", "--any-settings"]) == 0
+    assert mine.read_text() == dumps(tiny_result)
+    assert "without a comparison" in (mine.parent / "reference.comparison.md").read_text()
+
+
+def test_baseline_torch_and_update_baseline_do_not_go_together(tmp_path, tiny_result, capsys):
+    directory = _directory(tmp_path, tiny_result, "2.13.0+cpu")
+    current = _write(tmp_path / "current.json", _copy(tiny_result, torch="2.14.1+cpu"))
+    args = ["compare", str(directory), current, "--update-baseline", "--any-settings", "--baseline-torch", "2.13.0"]
+    assert main(args) == 2
+    assert "do not go together" in capsys.readouterr().err
+    assert len(os.listdir(directory)) == 1
+
+
+def test_a_baseline_replaced_without_a_comparison_does_not_keep_the_old_one_beside_it(tmp_path, tiny_result):
+    directory = _directory(tmp_path, tiny_result, "2.13.0+cpu")
+    name = baseline_name(tiny_result)
+    beside = directory / name.replace(".json", ".comparison.md")
+    beside.write_text("STALE")
+    other_settings = json.loads(dumps(tiny_result))
+    other_settings["settings"]["steps"] = 7  # not comparable with the baseline it replaces
+    current = tmp_path / "current.json"
+    current.write_text(json.dumps(other_settings))
+    assert main(["compare", str(directory), str(current), "--update-baseline", "--any-settings"]) == 0
+    text = beside.read_text()
+    assert "STALE" not in text and "not comparable with the baseline it replaced" in text
+
+
+def test_a_difference_in_a_number_no_row_reads_is_still_counted(tmp_path, tiny_result, capsys):
+    moved = json.loads(dumps(tiny_result))
+    moved["cases"][3]["free_run"]["growth_exponent"] = 0.9  # no threshold, no row of its own
+    baseline = _write(tmp_path / "b.json", tiny_result)
+    current = _write(tmp_path / "c.json", moved)
+    assert main(["compare", baseline, current, "--out", str(tmp_path / "diff"), "--no-html"]) == 0
+    assert "127 identical to the baseline in every number" in capsys.readouterr().out
+    markdown = (tmp_path / "diff" / "comparison.md").read_text()
+    assert "| other recorded numbers only (histograms, per-step errors, medians) | 1 |" in markdown
+    assert "None: all" not in markdown
