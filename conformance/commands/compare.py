@@ -46,6 +46,7 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["EXTRA", "register"]
 
@@ -87,9 +88,15 @@ def _write_baseline(path: Path, text: str, comparison: str) -> bool:
     return True
 
 
-def _uncompared(current: str, why: str) -> str:
-    """Return the text written beside a baseline that was written without a comparison."""
-    return f"# Baseline written without a comparison\n\nFrom `{current}`: {why}.\n"
+def _write_uncompared(target: Path, current: dict[str, Any], label: str, why: str, done: str) -> int:
+    """Write ``current`` as the baseline ``target`` with no comparison (``why`` says so beside it); exit status."""
+    from conformance.report.schema import dumps
+
+    note = f"# Baseline written without a comparison\n\nFrom `{label}`: {why}.\n"
+    if not _write_baseline(target, dumps(current), note):
+        return 2
+    print(done)
+    return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -140,12 +147,13 @@ def _compare(args: argparse.Namespace) -> int:
             return _fail(f"{err}; fix or remove the unreadable file(s) first: one may be the baseline to compare with")
         if args.update_baseline:
             print(f"note: {err}")
-            if not _write_baseline(
-                target, dumps(current), _uncompared(args.current, f"no baseline to compare with ({err})")
-            ):
-                return 2
-            print(f"created baseline {target}, with no baseline to compare it with (see the note above)")
-            return 0
+            return _write_uncompared(
+                target,
+                current,
+                args.current,
+                f"no baseline to compare with ({err})",
+                f"created baseline {target}, with no baseline to compare it with (see the note above)",
+            )
         # The way to create one, where the result may become a baseline (with --any-settings where needed).
         hint = ""
         if not args.baseline_torch and not baseline_problems(current, any_settings=True):
@@ -154,22 +162,24 @@ def _compare(args: argparse.Namespace) -> int:
         return _fail(f"{err}{hint}")
     except FileNotFoundError:
         if args.update_baseline:
-            if not _write_baseline(target, dumps(current), _uncompared(args.current, f"{target} did not exist")):
-                return 2
-            print(f"created baseline {target} (it did not exist: nothing to compare with)")
-            return 0
+            return _write_uncompared(
+                target,
+                current,
+                args.current,
+                f"{target} did not exist",
+                f"created baseline {target} (it did not exist: nothing to compare with)",
+            )
         return _fail(f"no baseline {baseline_path}")
     except NotComparableError as err:
         if args.update_baseline and baseline_path == target:
             print(f"note: {baseline_path} is not comparable: {err}; it is replaced without a comparison")
-            if not _write_baseline(
+            return _write_uncompared(
                 target,
-                dumps(current),
-                _uncompared(args.current, f"not comparable with the baseline it replaced: {err}"),
-            ):
-                return 2
-            print(f"updated baseline {target}")
-            return 0
+                current,
+                args.current,
+                f"not comparable with the baseline it replaced: {err}",
+                f"updated baseline {target}",
+            )
         return _fail(str(err))
     except (ValueError, OSError) as err:
         return _fail(str(err))

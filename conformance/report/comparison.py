@@ -22,6 +22,7 @@ from typing import Any
 
 from conformance.report.drift import CASE_NUMBERS, Change, Comparison
 from conformance.report.environment import differences, unrecorded
+from conformance.report.markdown import bold_verdict
 from conformance.report.summary import Row, group_rows
 
 __all__ = [
@@ -52,7 +53,7 @@ class DriftDiff:
 
     def verdict(self) -> tuple[bool, str]:
         """Return whether nothing regressed and the comparison's verdict line."""
-        return not self.comparison.failed, self.comparison.render().splitlines()[-1]
+        return not self.comparison.failed, self.comparison.verdict()
 
 
 def environment_notes(baseline: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -291,13 +292,15 @@ def _heading(diff: DriftDiff) -> list[str]:
     return lines
 
 
+def _title(diff: DriftDiff) -> str:
+    return f"Drift comparison: {diff.current['candidate']}, current against baseline"
+
+
 def comparison_markdown(diff: DriftDiff) -> str:
     """Return the diff report as Markdown."""
-    _, line = diff.verdict()
-    word, rest = line.split(": ", 1)
     parts = [
-        f"# Drift comparison: {diff.current['candidate']}, current against baseline",
-        f"**Verdict: {word}.** {rest[0].upper() + rest[1:]}.",
+        f"# {_title(diff)}",
+        bold_verdict(diff.verdict()[1]),
         *_heading(diff),
     ]
     for title, intro, body in _sections(diff):
@@ -316,16 +319,13 @@ def comparison_markdown(diff: DriftDiff) -> str:
 def comparison_html(diff: DriftDiff) -> str:
     """Return the diff report as one HTML document with its figures embedded."""
     from conformance.report import figures
-    from conformance.report.html import STYLE, code_spans, figure_html, table_html
+    from conformance.report.html import STYLE, code_spans, figure_html, table_html, verdict_paragraph
 
-    passed, line = diff.verdict()
-    word, rest = line.split(": ", 1)
-    title = f"Drift comparison: {diff.current['candidate']}, current against baseline"
+    title = _title(diff)
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-        f"<p class='verdict {'pass' if passed else 'fail'}'><b>Verdict: {word}.</b> "
-        f"{html.escape(rest[0].upper() + rest[1:])}.</p>",
+        verdict_paragraph(*diff.verdict()),
         *(f"<p>{code_spans(html.escape(text))}</p>" for text in _heading(diff)),
     ]
     for title_text, intro, body in _sections(diff):

@@ -162,14 +162,15 @@ class Comparison:
                 lines += [f"  {item}" for item in items]
         lines += [f"MISSING from current: {case}" for case in self.missing]
         lines += [f"new case (not in baseline): {case}" for case in self.added]
+        lines.append(self.verdict())
+        return "\n".join(lines)
+
+    def verdict(self) -> str:
+        """Return the verdict in one line, ``OK: ...`` or ``FAIL: ...`` (the last line of :meth:`render`)."""
         if self.failed:
             moved = ", ".join(self.moved_configs()) or "(none; cases missing)"
-            lines.append(
-                f"FAIL: {len(self.regressions)} regression(s), {len(self.missing)} missing case(s); moved: {moved}"
-            )
-        else:
-            lines.append(f"OK: no drift beyond the thresholds ({len(self.improvements)} improvement(s))")
-        return "\n".join(lines)
+            return f"FAIL: {len(self.regressions)} regression(s), {len(self.missing)} missing case(s); moved: {moved}"
+        return f"OK: no drift beyond the thresholds ({len(self.improvements)} improvement(s))"
 
 
 def _fmt(x: float | None) -> str:

@@ -73,9 +73,8 @@ def _search(pattern: str, text: str) -> str:
     return match.group(1).strip() if match else "unknown"
 
 
-def _torch_build(torch: Any) -> dict[str, Any]:
+def _torch_build(torch: Any, parallel: str) -> dict[str, Any]:
     show = torch.__config__.show()
-    parallel = torch.__config__.parallel_info()
     settings = dict(re.findall(r"(\w+)=([^,]*)", _search(r"Build settings: (.*)$", show)))
     return {
         "blas": settings.get("BLAS_INFO", "unknown"),
@@ -119,8 +118,7 @@ def _numpy_build() -> dict[str, Any]:
     }
 
 
-def _threads(torch: Any) -> dict[str, Any]:
-    parallel = torch.__config__.parallel_info()
+def _threads(torch: Any, parallel: str) -> dict[str, Any]:
     record: dict[str, Any] = {
         "torch": int(torch.get_num_threads()),
         "torch_interop": int(torch.get_num_interop_threads()),
@@ -178,6 +176,7 @@ def environment(devices: tuple[str, ...] = ("cpu",), candidate_version: str = "u
     names = {}
     for device in devices:
         names[device] = torch.cuda.get_device_name(device) if device.startswith("cuda") else _cpu_model()
+    parallel = torch.__config__.parallel_info()  # thread counts and the parallel backend, read once
     return {
         # The harness's own version, from its distribution's metadata (a module named ``lucid`` may be another's).
         "lucid": distribution_version("conformance"),
@@ -185,12 +184,12 @@ def environment(devices: tuple[str, ...] = ("cpu",), candidate_version: str = "u
         "numpy": np.__version__,
         "numpy_build": _numpy_build(),
         "torch": torch.__version__,
-        "torch_build": _torch_build(torch),
+        "torch_build": _torch_build(torch, parallel),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_model": _cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": _threads(torch),
+        "threads": _threads(torch, parallel),
         "device_names": names,
     }
 

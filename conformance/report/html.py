@@ -22,7 +22,7 @@ from conformance.report.markdown import (
 from conformance.report.summary import scale_curve, verdict
 from conformance.rmsprop import REFERENCE
 
-__all__ = ["STYLE", "code_spans", "figure_html", "html_report", "table_html"]
+__all__ = ["STYLE", "code_spans", "figure_html", "html_report", "table_html", "verdict_paragraph"]
 
 #: The style sheet of every HTML report (the drift report and the diff report).
 
@@ -68,6 +68,15 @@ def table_html(markdown: str, text: bool = False) -> str:
 def code_spans(text: str) -> str:
     """Return ``text`` with Markdown's `code` spans as HTML code elements."""
     return re.sub(r"`([^`]*)`", r"<code>\1</code>", text)
+
+
+def verdict_paragraph(passed: bool, text: str) -> str:
+    """Return a verdict sentence ``WORD: the rest`` as the report's coloured verdict paragraph."""
+    word, rest = text.split(": ", 1)
+    return (
+        f"<p class='verdict {'pass' if passed else 'fail'}'><b>Verdict: {word}.</b> "
+        f"{html.escape(rest[0].upper() + rest[1:])}.</p>"
+    )
 
 
 def figure_html(png: bytes, alt: str, caption: str) -> str:
@@ -130,13 +139,10 @@ def html_report(result: dict[str, Any]) -> str:
     """Return the report of ``result`` as one HTML document with no external resources."""
     steps = result["settings"]["steps"]
     title = f"Drift report: {result['candidate']} against {REFERENCE}"
-    passed, sentence = verdict(result)
-    word, rest = sentence.split(": ", 1)
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-        f"<p class='verdict {'pass' if passed else 'fail'}'><b>Verdict: {word}.</b> "
-        f"{html.escape(rest[0].upper() + rest[1:])}.</p>",
+        verdict_paragraph(*verdict(result)),
         *([_notice(notice)] if (notice := incomplete_notice(result)) else []),
         *_causes(result),
         "<h2>What produced these numbers</h2>",

@@ -9,6 +9,7 @@ from conformance.report.summary import Row, config_legend, group_rows, verdict
 from conformance.rmsprop import REFERENCE
 
 __all__ = [
+    "bold_verdict",
     "causes_section",
     "environment_table",
     "grouped_causes",
@@ -92,11 +93,15 @@ def incomplete_notice(result: dict[str, Any]) -> str | None:
     return "\n".join(lines) or None
 
 
-def verdict_line(result: dict[str, Any]) -> str:
-    """Return the report's verdict, bold (:func:`conformance.report.summary.verdict`)."""
-    _, text = verdict(result)
+def bold_verdict(text: str) -> str:
+    """Return a verdict sentence ``WORD: the rest`` as ``**Verdict: WORD.** The rest.``."""
     word, rest = text.split(": ", 1)
     return f"**Verdict: {word}.** {rest[0].upper()}{rest[1:]}."
+
+
+def verdict_line(result: dict[str, Any]) -> str:
+    """Return the report's verdict, bold (:func:`conformance.report.summary.verdict`)."""
+    return bold_verdict(verdict(result)[1])
 
 
 def grouped_causes(result: dict[str, Any]) -> list[tuple[str, list[str], dict[str, str]]]:
