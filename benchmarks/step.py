@@ -1,8 +1,8 @@
 """Time Lucid's RMSprop step against torch.optim.RMSprop on the CPU, beside the memory-bandwidth floor.
 
-Run ``python -m benchmarks.step`` (about two minutes on 2 cores) or ``--quick``
-(seconds; a smoke check).  For every workload x dtype x flag set it times,
-interleaved in one process, median of repeats after warm-up:
+Run ``python -m benchmarks.step`` (about three minutes on 2 cores) or ``--quick``
+(seconds; a smoke check).  For every workload x dtype x flag set it times, in
+one process, the median over rounds of consecutive steps (see :func:`run_config`):
 
 * ``lucid numba`` and ``lucid numpy``: ``lucid.optim.RMSprop.step`` with
   ``num_threads`` threads, with each accelerator (``RMSprop.accelerator``;
@@ -12,11 +12,12 @@ interleaved in one process, median of repeats after warm-up:
 
 Beside the ratios: the bytes a step must move (each of param, grad and the
 state buffers read once, param and state written once), the memory bandwidth
-measured in the same run (a threaded NumPy ``a = b + c`` over arrays far
-larger than the caches, STREAM's "add", counting 3 arrays), the time that
-traffic needs at that bandwidth (the floor), the fraction of the floor Lucid
-and torch reach, and the peak memory one warmed-up Lucid step allocates
-(tracemalloc, which sees NumPy's buffers).
+measured in the same run (a threaded NumPy ``a += b`` over arrays far larger
+than the caches, counting 3 arrays: like the step, it writes only arrays it
+reads, so no write-allocate traffic goes uncounted), the time that traffic
+needs at that bandwidth (the floor), the fraction of the floor Lucid and torch
+reach, and the peak memory one warmed-up Lucid step allocates (tracemalloc,
+which sees NumPy's buffers).
 """
 
 from __future__ import annotations
@@ -97,15 +98,21 @@ def step_bytes(workload: Workload, dtype: np.dtype, flags: dict[str, float | boo
 
 
 def measure_bandwidth(threads: int, mib: int, repeats: int) -> float:
-    """Bytes per second of a threaded ``a = b + c`` on float64 arrays of ``mib`` MiB each (3 arrays counted)."""
+    """Bytes per second of a threaded ``a += b`` on float64 arrays of ``mib`` MiB each (3 arrays counted).
+
+    In place, as the step writes its parameter and state: every array written
+    is read first, so the count of 3 arrays is the traffic.  (An ``a = b + c``
+    also reads ``a`` into the cache before writing it, which a count of 3
+    arrays misses: it measured 35.5 GB/s against this probe's 49.5 GB/s on the
+    2-core EPYC, a floor a third too high.)
+    """
     n = mib * 2**20 // 8
-    b, c = np.ones(n), np.full(n, 2.0)
-    a = np.empty(n)
+    a, b = np.ones(n), np.full(n, 2.0**-30)
     bounds = np.linspace(0, n, threads + 1).astype(int)
 
     def part(k: int) -> None:
         lo, hi = bounds[k], bounds[k + 1]
-        np.add(b[lo:hi], c[lo:hi], out=a[lo:hi])
+        np.add(a[lo:hi], b[lo:hi], out=a[lo:hi])
 
     with ThreadPoolExecutor(threads) as pool:
         times = []
@@ -143,12 +150,27 @@ def run_config(
     flags: dict[str, float | bool],
     threads: int,
     warmup: int,
-    repeats: int,
+    rounds: int,
+    block: int,
     bandwidth: float,
     flag_name: str,
     accelerators: Sequence[str],
 ) -> Row:
-    """Time Lucid and both torch implementations, interleaved, on the same values."""
+    """Time Lucid and both torch implementations on the same values: ``rounds`` rounds of ``block`` steps each.
+
+    In each round every implementation, in an order that rotates from round
+    to round, takes one untimed step and then ``block`` timed consecutive
+    steps; its time is the median of all its timed steps.  Consecutive steps
+    are how a training loop runs an optimizer, and the untimed step absorbs
+    what the implementation before it left behind: torch's OpenMP threads
+    (libgomp) spin for milliseconds after a parallel region, and on 2 cores a
+    Lucid step that followed a torch step directly took 11.6-12.9 ms for
+    ResNet-18 float32 against 6.4-6.8 ms when it followed its own (measured
+    here; no pause length between the two helped reliably, as the machine's
+    idle cores come back slowly too).  The rounds spread every implementation
+    over the same stretch of the run, so a machine that slows down mid-run
+    slows all of them.
+    """
     rng = np.random.default_rng(0)
     values = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
     grads = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
@@ -176,10 +198,10 @@ def run_config(
         for _ in range(warmup):
             for step in steps:
                 step()
-        for r in range(repeats):
-            order = [(r + k) % len(steps) for k in range(len(steps))]  # rotate who goes first
-            for k in order:
-                times[k].append(_timed(steps[k]))
+        for r in range(rounds):
+            for k in [(r + j) % len(steps) for j in range(len(steps))]:  # rotate who goes first
+                steps[k]()  # untimed: after the previous implementation
+                times[k] += [_timed(steps[k]) for _ in range(block)]
 
     tracemalloc.start()
     lucid_opts[0].step()
@@ -240,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats: a smoke check")
     parser.add_argument("--threads", type=int, default=None, help="threads for Lucid and torch (default: as Lucid)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per configuration (default 3, quick 1)")
+    parser.add_argument("--block", type=int, default=3, help="timed consecutive steps per implementation and round")
     parser.add_argument("--dtype", choices=["float32", "float64"], action="append", help="repeatable; default both")
     parser.add_argument(
         "--accelerator",
@@ -252,15 +275,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     threads = resolve_num_threads(args.threads)
     torch.set_num_threads(threads)
-    repeats = args.repeats or (1 if args.quick else 9)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if rounds < 1 or args.block < 1:
+        parser.error(f"--rounds and --block must be at least 1, got {rounds} and {args.block}")
     warmup = 1 if args.quick else 2
     dtypes = [np.dtype(d) for d in (args.dtype or ["float32", "float64"])]
     bandwidth = measure_bandwidth(threads, mib=16 if args.quick else 256, repeats=1 if args.quick else 5)
 
     print(f"CPU: {cpu_model()} ({os.cpu_count()} CPUs); threads: {threads} (torch.set_num_threads and Lucid)")
     print(f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}")
-    print(f"memory bandwidth (threaded numpy a = b + c, 3 arrays counted): {bandwidth / 1e9:.1f} GB/s")
-    print(f"median of {repeats} interleaved steps after {warmup} warm-up steps; ratios < 1: Lucid faster")
+    print(f"memory bandwidth (threaded numpy a += b, 3 arrays counted): {bandwidth / 1e9:.1f} GB/s")
+    print(
+        f"median of {rounds} round(s) x {args.block} consecutive timed steps (each round: one untimed step first, "
+        f"the order rotating), after {warmup} warm-up step(s); ratios < 1: Lucid faster"
+    )
     print()
     numba = resolve_accelerator("auto")
     accelerators = args.accelerator or (["numba", "numpy"] if numba.name == "numba" else ["numpy"])
@@ -271,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for workload in workloads(args.quick):
         for dtype in dtypes:
             for name, flags in FLAG_SETS.items():
-                row = run_config(workload, dtype, flags, threads, warmup, repeats, bandwidth, name, accelerators)
+                row = run_config(
+                    workload, dtype, flags, threads, warmup, rounds, args.block, bandwidth, name, accelerators
+                )
                 print(format_row(row), flush=True)
     return 0
 

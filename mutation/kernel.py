@@ -1,7 +1,8 @@
 """Mutate the numba-compiled RMSprop kernel with mutmut's operators and run the conformance check on each.
 
-mutmut cannot reach ``lucid.optim._kernel_numba._rmsprop_step`` itself: its
-trampoline replaces the function by a Python-level dispatch that numba cannot
+mutmut cannot reach ``lucid.optim._kernel_numba``'s compiled functions
+(``_element_step``, ``_rmsprop_step``) itself: its trampoline replaces each
+function by a Python-level dispatch that numba cannot
 compile, so ``pyproject.toml`` excludes the file.  This script makes the same
 mutants (:func:`mutmut.mutation.file_mutation.create_mutations`, mutmut's own
 operators, one mutation per mutant), and for each one, in a forked child:
@@ -36,28 +37,30 @@ from dataclasses import dataclass
 from difflib import unified_diff
 from pathlib import Path
 
-__all__ = ["KERNEL_FUNCTION", "KERNEL_PATH", "KernelMutant", "kernel_mutants", "main", "run_mutant"]
+__all__ = ["KERNEL_FUNCTIONS", "KERNEL_PATH", "KernelMutant", "kernel_mutants", "main", "run_mutant"]
 
 #: The kernel's source, relative to the repository root.
 KERNEL_PATH = Path("lucid/optim/_kernel_numba.py")
-#: The one function of it that is compiled (``fused`` is an ``@intrinsic``, which mutmut skips as decorated).
-KERNEL_FUNCTION = "_rmsprop_step"
+#: The functions of it that are compiled: one element's step and the loops over the elements
+#: (``fused`` is an ``@intrinsic``, which mutmut skips as decorated).
+KERNEL_FUNCTIONS = ("_element_step", "_rmsprop_step")
 #: Where the results are written.
 RESULTS = Path(__file__).resolve().parent / "results" / "kernel.json"
 
 
 @dataclass(frozen=True)
 class KernelMutant:
-    """One mutation of the kernel: its number, the one-line change, the mutated module's source."""
+    """One mutation of the kernel: its number, the one-line change, the mutated module's source, its function."""
 
     number: int
     change: str
     source: str
+    function: str = "_rmsprop_step"
 
     @property
     def name(self) -> str:
         """The mutant's name, in mutmut's spelling."""
-        return f"lucid.optim._kernel_numba.x_{KERNEL_FUNCTION}__mutmut_{self.number}"
+        return f"lucid.optim._kernel_numba.x_{self.function}__mutmut_{self.number}"
 
     def diff(self, original: str) -> str:
         """Return the unified diff of the module against ``original``."""
@@ -66,7 +69,7 @@ class KernelMutant:
 
 
 def kernel_mutants(root: Path) -> tuple[str, list[KernelMutant]]:
-    """Return the kernel's source and the mutants mutmut's operators make of :data:`KERNEL_FUNCTION`."""
+    """Return the kernel's source and the mutants mutmut's operators make of :data:`KERNEL_FUNCTIONS`."""
     from mutmut.mutation.file_mutation import create_mutations
 
     source = (root / KERNEL_PATH).read_text()
@@ -74,12 +77,13 @@ def kernel_mutants(root: Path) -> tuple[str, list[KernelMutant]]:
     mutants = []
     for mutation in mutations:
         function = mutation.contained_by_top_level_function
-        if function is None or function.name.value != KERNEL_FUNCTION:
+        if function is None or function.name.value not in KERNEL_FUNCTIONS:
             continue
         before = module.code_for_node(mutation.original_node)
         after = module.code_for_node(mutation.mutated_node)
         code = module.deep_replace(mutation.original_node, mutation.mutated_node).code
-        mutants.append(KernelMutant(len(mutants) + 1, f"{' '.join(before.split())} -> {' '.join(after.split())}", code))
+        change = f"{' '.join(before.split())} -> {' '.join(after.split())}"
+        mutants.append(KernelMutant(len(mutants) + 1, change, code, function.name.value))  # numbered across both
     return source, mutants
 
 

@@ -57,16 +57,33 @@ def numba_kernel(request: pytest.FixtureRequest) -> str:
     return str(backend)
 
 
+@pytest.fixture
+def kernel_threads_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Share the compiled kernel's steps among threads from NumPy's threshold on (``_fast.PARALLEL_MIN``).
+
+    By default the kernel steps in one thread below 2 MiB per array, where a
+    pool thread's hand-over costs more than it saves; the tests' parameters
+    that are to cross a thread boundary (one of ``PARALLEL_MIN + 4099``
+    elements, or 100,003) are smaller, and must cross it on both accelerators.
+    """
+    from lucid.optim import _fast
+
+    monkeypatch.setattr(_fast, "KERNEL_PARALLEL_MIN_BYTES", _fast.PARALLEL_MIN * 4)  # float32's bytes
+
+
 @pytest.fixture(params=["numpy", "numba"])
 def accelerator(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test with each of the step's accelerators (``RMSprop.accelerator``).
 
-    The numba runs require the kernel as :func:`numba_kernel` does.
+    The numba runs require the kernel as :func:`numba_kernel` does, and share
+    their large parameters among threads as the NumPy runs do
+    (:func:`kernel_threads_early`).
     """
     from lucid.optim import RMSprop
 
     if request.param == "numba":
         request.getfixturevalue("numba_kernel")
+        request.getfixturevalue("kernel_threads_early")
     monkeypatch.setattr(RMSprop, "accelerator", request.param)
     return request.param
 

@@ -137,3 +137,32 @@ def test_without_a_writable_cache_the_kernel_compiles_in_process(tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr
     assert "numba" in result.stdout and "not cached" in result.stdout
+
+
+@pytest.mark.usefixtures("numba_kernel")
+@pytest.mark.parametrize(
+    ("dtype", "shapes", "threads"),
+    [
+        (np.float32, [(100,)] * 1000, 1),  # 400 KB: a pool thread's hand-over would cost more than it saves
+        (np.float64, [((1 << 18) - 1,)], 1),  # one element short of 2 MiB
+        (np.float64, [(1 << 18,)], 2),  # 2 MiB
+        (np.float32, [(1 << 19,)], 2),
+    ],
+    ids=["1000x100-float32", "2MiB-less-one-float64", "2MiB-float64", "2MiB-float32"],
+)
+def test_the_kernel_shares_a_step_among_threads_from_2_mib_on(dtype, shapes, threads, monkeypatch) -> None:
+    """The kernel's default thread threshold, counted by the shares it runs (first and replayed steps)."""
+    from lucid.optim import _fast
+
+    shares: list[int] = []
+    run = _fast._run_kernel
+    monkeypatch.setattr(_fast, "_run_kernel", lambda kernel, segments: (shares.append(1), run(kernel, segments)))
+    params = [Parameter(np.ones(s, dtype)) for s in shapes]
+    opt = RMSprop(params, momentum=0.9)
+    opt.accelerator, opt.num_threads = "numba", 2
+    for step in range(2):
+        for p in params:
+            p.grad = np.full(p.data.shape, 0.5, dtype)
+        shares.clear()
+        opt.step()
+        assert len(shares) == threads, f"step {step}"

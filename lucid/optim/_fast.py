@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain
-from operator import attrgetter, itemgetter
+from operator import attrgetter, is_, itemgetter
 from typing import Any
 
 import numpy as np
@@ -67,8 +67,16 @@ __all__ = ["MAX_DEFAULT_THREADS", "MAX_THREADS", "FastStep", "resolve_num_thread
 BLOCK = {np.dtype(np.float32): 65536, np.dtype(np.float64): 32768}
 #: Parameters with fewer elements than this are updated together from flat storage.
 SMALL = 8192
-#: A step with fewer elements than this runs in the calling thread only.
+#: A NumPy step with fewer elements than this runs in the calling thread only.
 PARALLEL_MIN = 1 << 15
+#: A step of the compiled kernel with fewer bytes per array than this runs in the
+#: calling thread only.  Handing a share to a pool thread and waiting for it costs
+#: about 0.1-0.15 ms on the 2-core EPYC (the wake-ups of a virtual machine), the
+#: time the kernel takes for a few hundred thousand elements.  Measured there
+#: (one parameter, single-threaded / two threads, best of 7): float32 256Ki elements
+#: 267 / 286 us, 512Ki 444 / 413 us; float64 128Ki 241 / 261 us, 256Ki 406 / 373 us;
+#: every flag set crosses over at the same sizes.  2 MiB is both dtypes' crossing.
+KERNEL_PARALLEL_MIN_BYTES = 2 << 20
 #: The default thread count is the CPUs available, capped here.
 MAX_DEFAULT_THREADS = 8
 #: No count above this is accepted, whoever asks.  The step is bound by memory
@@ -593,32 +601,35 @@ _WRITEABLE = attrgetter("flags.writeable")
 _STEP = itemgetter("step")
 
 
+def _same(objects: Sequence[Any], recorded: Sequence[Any]) -> bool:
+    """Whether ``objects`` are ``recorded``, element by element (``is``: no ``__eq__`` is called)."""
+    return len(objects) == len(recorded) and all(map(is_, objects, recorded))
+
+
 @dataclass
 class _Plan:
     """A committed step in which every parameter with a gradient went to a flat pack (or was empty).
 
     What :meth:`FastStep.replay` compares the next step with, as lists over
     the parameters with a gradient, in group order ("members").  Objects are
-    compared by ``id``: the plan holds every one of them (``members``,
-    ``datas``, ``entries``, ``buffers``), so an equal ``id`` is the same object.
+    compared by identity (``is``, element by element: :func:`_same`), never by
+    ``==``, which a parameter may define elementwise.
     """
 
     group_sizes: list[int]  # len(group["params"]) per group
     names: list[tuple[str, ...]]  # per group: the buffers its flags use
-    param_ids: list[int]  # every parameter, with a gradient or not
+    params: list[Any]  # every parameter, with a gradient or not
     grad_types: list[type]  # np.ndarray where the parameter had a gradient, NoneType where not
     with_grad: list[int] | None  # indices of the members among all parameters; None: all of them
     members: list[Any]
     datas: list[NDArray[Any]]  # member.data (its pack's view, once adopted)
-    data_ids: list[int]
     shapes: list[tuple[int, ...]]
     dtypes: list[np.dtype[Any]]
     entries: list[dict[str, Any]]  # state[member]
-    entry_ids: list[int]
     entry_sizes: list[int]  # len(entry): "step" and the buffers its group uses, no other keys
     floats: list[type]  # [float] * len(members): the type each entry's "step" must have
-    #: per group and buffer name: (first, last + 1 member of the group, name, the buffers' ids, the buffers)
-    buffers: list[tuple[int, int, str, list[int], list[NDArray[Any]]]]
+    #: per group and buffer name: (first, last + 1 member of the group, name, the buffers)
+    buffers: list[tuple[int, int, str, list[NDArray[Any]]]]
     #: per pack: (pack, group index, dtype, its members as a slice (first, last + 1) or a list of indices)
     packs: list[tuple[_FlatPack, int, np.dtype[Any], tuple[int, int] | list[int]]]
 
@@ -752,9 +763,10 @@ class FastStep:
         self, jobs: Sequence[_Job], num_threads: int, kernel: Callable[..., None] | None
     ) -> list[Callable[[Sequence[tuple[_Job, int, int]]], None]]:
         """One runner per thread the jobs are worth: the kernel's, or the NumPy blocks' with their scratch."""
-        threads = num_threads if sum(job.size for job in jobs) >= PARALLEL_MIN else 1
         if kernel is not None:
-            return [partial(_run_kernel, kernel)] * threads
+            nbytes = sum(job.size * job.dtype.itemsize for job in jobs)
+            return [partial(_run_kernel, kernel)] * (num_threads if nbytes >= KERNEL_PARALLEL_MIN_BYTES else 1)
+        threads = num_threads if sum(job.size for job in jobs) >= PARALLEL_MIN else 1
         scratch = self._scratch_for(threads, {job.dtype for job in jobs}) if jobs else []
         return [partial(_run_blocks, scratch=sc) for sc in scratch]
 
@@ -803,8 +815,7 @@ class FastStep:
         for group in groups:
             hi = lo + sum(p.grad is not None for p in group["params"])
             for name in _names(group) if hi > lo else ():
-                arrays = [entry[name] for entry in entries[lo:hi]]
-                buffers.append((lo, hi, name, list(map(id, arrays)), arrays))
+                buffers.append((lo, hi, name, [entry[name] for entry in entries[lo:hi]]))
             lo = hi
         packs: list[tuple[_FlatPack, int, np.dtype[Any], tuple[int, int] | list[int]]] = []
         for (gi, dtype), pack in self._packs.items():
@@ -815,16 +826,14 @@ class FastStep:
         self._plan = _Plan(
             group_sizes=[len(group["params"]) for group in groups],
             names=[_names(group) for group in groups],
-            param_ids=list(map(id, params)),
+            params=params,
             grad_types=grad_types,
             with_grad=None if len(with_grad) == len(params) else with_grad,
             members=members,
             datas=datas,
-            data_ids=list(map(id, datas)),
             shapes=[d.shape for d in datas],
             dtypes=[d.dtype for d in datas],
             entries=entries,
-            entry_ids=list(map(id, entries)),
             entry_sizes=list(map(len, entries)),
             floats=[float] * len(members),
             buffers=buffers,
@@ -852,9 +861,9 @@ class FastStep:
         step checked.)  Anything else sends the step the full way, which
         checks and refuses with its messages, or rebuilds the packs.
 
-        The comparisons run over whole lists (``map`` with ``attrgetter``),
-        not in a Python loop per parameter: with a thousand small parameters
-        that loop, not the arithmetic, was most of the step.
+        The comparisons run over whole lists (``map`` with ``attrgetter`` and
+        ``operator.is_``), not in a Python loop per parameter: with a thousand
+        small parameters that loop, not the arithmetic, was most of the step.
 
         Returns
         -------
@@ -869,7 +878,7 @@ class FastStep:
         if [_names(h) for h in hypers] != plan.names:
             return None
         params = list(chain.from_iterable(g["params"] for g in groups))
-        if list(map(id, params)) != plan.param_ids:
+        if not _same(params, plan.params):
             return None
         grads = list(map(_GRAD, params))
         if list(map(type, grads)) != plan.grad_types:  # exactly ndarray where there was a gradient, None elsewhere
@@ -880,19 +889,19 @@ class FastStep:
         datas = list(map(_DATA, params))
         entries = list(map(state.get, params))
         if not (
-            list(map(id, datas)) == plan.data_ids
+            _same(datas, plan.datas)
             and list(map(_SHAPE, datas)) == plan.shapes == list(map(_SHAPE, grads))
             and list(map(_DTYPE, datas)) == plan.dtypes == list(map(_DTYPE, grads))
             and all(map(_WRITEABLE, datas))
-            and list(map(id, entries)) == plan.entry_ids
+            and _same(entries, plan.entries)
             and list(map(len, entries)) == plan.entry_sizes
         ):
             return None
         try:  # a missing key is a change like any other
             if list(map(type, map(_STEP, entries))) != plan.floats:
                 return None
-            for lo, hi, name, ids, arrays in plan.buffers:
-                if list(map(id, map(itemgetter(name), entries[lo:hi]))) != ids or not all(map(_WRITEABLE, arrays)):
+            for lo, hi, name, arrays in plan.buffers:
+                if not (_same(list(map(itemgetter(name), entries[lo:hi])), arrays) and all(map(_WRITEABLE, arrays))):
                     return None
         except KeyError:
             return None

@@ -50,6 +50,47 @@ def fused(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
     return a(a, b, c), codegen
 
 
+def _element_step(
+    p: Any,
+    g: Any,
+    sq: Any,
+    a: Any,
+    b: Any,
+    neg_lr: Any,
+    alpha: Any,
+    one_minus_alpha: Any,
+    eps: Any,
+    weight_decay: Any,
+    momentum: Any,
+    lerp_w: Any,
+    lerp_1mw: Any,
+    lerp_small: bool,
+    decay: bool,
+    centered: bool,
+    has_momentum: bool,
+    maximize: bool,
+) -> Any:  # pragma: no cover - compiled; tested against the reference in tests/test_fast_step.py
+    """One element's step: the new (param, square_avg, grad_avg, momentum_buffer); ``a``/``b`` unused unless flagged."""
+    if maximize:
+        g = -g
+    if decay:
+        g = fused(p, weight_decay, g)  # grad.add(param, alpha=wd)
+    v = fused(one_minus_alpha * g, g, sq * alpha)  # square_avg.mul_(alpha).addcmul_(g, g, 1 - alpha)
+    if centered:
+        diff = g - a
+        a = fused(lerp_w, diff, a) if lerp_small else fused(-diff, lerp_1mw, g)  # grad_avg.lerp_(g, 1 - alpha)
+        avg = np.sqrt(fused(-a, a, v))  # addcmul(ga, ga, value=-1).sqrt_()
+    else:
+        avg = np.sqrt(v)
+    avg = avg + eps
+    if has_momentum:
+        b = b * momentum + g / avg  # buf.mul_(momentum).addcdiv_(g, avg)
+        p = fused(b, neg_lr, p)  # param.add_(buf, alpha=-lr)
+    else:
+        p = p + (neg_lr * g) / avg  # param.addcdiv_(g, avg, value=-lr)
+    return p, v, a, b
+
+
 def _rmsprop_step(
     p: Any,
     grad: Any,
@@ -74,36 +115,35 @@ def _rmsprop_step(
 
     Scalars are the group's hyperparameters converted to the arrays' dtype, as
     the reference converts them (``lucid.optim._fast._Hyper``).  One
-    specialisation per dtype serves every flag set: the flags are loop-invariant
-    branches, and the loop vectorises.
+    specialisation per dtype serves every flag set, with one loop per
+    combination of ``centered`` and momentum, each touching only the arrays it
+    uses.  (A single loop that also named the unused buffers made LLVM check
+    them for overlap at run time: the unused stand-ins share an address, the
+    check failed, and the plain step ran as scalar code, 65 ms instead of 9 ms
+    for 4M float64 elements.)  The other flags are loop-invariant branches.
     """
-    for i in range(p.size):
-        g = -grad[i] if maximize else grad[i]
-        if decay:
-            g = fused(p[i], weight_decay, g)  # grad.add(param, alpha=wd)
-        v = fused(one_minus_alpha * g, g, sq[i] * alpha)  # square_avg.mul_(alpha).addcmul_(g, g, 1 - alpha)
-        sq[i] = v
-        if centered:
-            a = ga[i]
-            diff = g - a
-            a = fused(lerp_w, diff, a) if lerp_small else fused(-diff, lerp_1mw, g)  # grad_avg.lerp_(g, 1 - alpha)
-            ga[i] = a
-            avg = np.sqrt(fused(-a, a, v))  # addcmul(ga, ga, value=-1).sqrt_()
-        else:
-            avg = np.sqrt(v)
-        avg = avg + eps
-        if has_momentum:
-            b = buf[i] * momentum + g / avg  # buf.mul_(momentum).addcdiv_(g, avg)
-            buf[i] = b
-            p[i] = fused(b, neg_lr, p[i])  # param.add_(buf, alpha=-lr)
-        else:
-            p[i] = p[i] + (neg_lr * g) / avg  # param.addcdiv_(g, avg, value=-lr)
+    zero = sq.dtype.type(0)
+    h = (neg_lr, alpha, one_minus_alpha, eps, weight_decay, momentum, lerp_w, lerp_1mw, lerp_small, decay)
+    if centered and has_momentum:
+        for i in range(p.size):
+            p[i], sq[i], ga[i], buf[i] = _element(p[i], grad[i], sq[i], ga[i], buf[i], *h, True, True, maximize)
+    elif centered:
+        for i in range(p.size):
+            p[i], sq[i], ga[i], _ = _element(p[i], grad[i], sq[i], ga[i], zero, *h, True, False, maximize)
+    elif has_momentum:
+        for i in range(p.size):
+            p[i], sq[i], _, buf[i] = _element(p[i], grad[i], sq[i], zero, buf[i], *h, False, True, maximize)
+    else:
+        for i in range(p.size):
+            p[i], sq[i], _, _ = _element(p[i], grad[i], sq[i], zero, zero, *h, False, False, maximize)
 
 
 _OPTIONS = {"nogil": True, "error_model": "numpy", "boundscheck": False}
 try:  # numba's cache: __pycache__ beside this file, else the user's cache directory ($NUMBA_CACHE_DIR)
+    _element = numba.njit(cache=True, **_OPTIONS)(_element_step)  # compiled into the kernel's loops
     rmsprop_kernel = numba.njit(cache=True, **_OPTIONS)(_rmsprop_step)
     CACHE_NOTE = ""
 except RuntimeError as err:  # no writable cache directory: compile in every process instead
+    _element = numba.njit(cache=False, **_OPTIONS)(_element_step)
     rmsprop_kernel = numba.njit(cache=False, **_OPTIONS)(_rmsprop_step)
     CACHE_NOTE = f"compiled in this process, not cached ({err})"

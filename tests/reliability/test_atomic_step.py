@@ -240,6 +240,7 @@ def _overlapping(kind: str, dtype: type) -> tuple[Parameter, RMSprop, np.ndarray
     return p, opt, grads[kind]()
 
 
+@pytest.mark.usefixtures("kernel_threads_early")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("kind", ["the-parameter", "shifted-view", "square_avg", "momentum_buffer"])
 def test_gradient_sharing_memory_steps_as_its_copy(kind, dtype) -> None:
