@@ -123,7 +123,8 @@ def measure_bandwidth(threads: int, mib: int, repeats: int) -> float:
     return 3 * a.nbytes / min(times[1:])  # the best repeat: what the memory system can do
 
 
-def _timed(step: Callable[[], object]) -> float:
+def timed(step: Callable[[], object]) -> float:
+    """Return the seconds one call of ``step`` takes."""
     t0 = time.perf_counter()
     step()
     return time.perf_counter() - t0
@@ -201,7 +202,7 @@ def run_config(
         for r in range(rounds):
             for k in [(r + j) % len(steps) for j in range(len(steps))]:  # rotate who goes first
                 steps[k]()  # untimed: after the previous implementation
-                times[k] += [_timed(steps[k]) for _ in range(block)]
+                times[k] += [timed(steps[k]) for _ in range(block)]
 
     tracemalloc.start()
     lucid_opts[0].step()

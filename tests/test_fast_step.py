@@ -451,20 +451,33 @@ def test_threaded_step_works_in_a_forked_child() -> None:
     )
 
 
-def test_benchmark_quick_mode_runs() -> None:
-    """The benchmark must keep working; its timings are not asserted (no timed assertions)."""
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, LUCID_NUM_THREADS="1")
+def _quick_benchmark(module: str) -> str:
+    """Run ``python -m module --quick`` on one thread from the repository root; return its output, which must exit 0."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.step", "--quick"],
-        cwd=root,
+        [sys.executable, "-m", module, "--quick"],
+        cwd=Path(__file__).resolve().parents[1],
         capture_output=True,
         text=True,
-        env=env,
+        env=dict(os.environ, LUCID_NUM_THREADS="1"),
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    assert "16M" in done.stdout and "numpy/torch(foreach)" in done.stdout
+    return done.stdout
+
+
+def test_benchmark_quick_mode_runs() -> None:
+    """The benchmark must keep working; its timings are not asserted (no timed assertions)."""
+    out = _quick_benchmark("benchmarks.step")
+    assert "16M" in out and "numpy/torch(foreach)" in out
+
+
+def test_small_step_breakdown_quick_mode_prints_every_row() -> None:
+    """The breakdown must time every quick small workload and flag set; its timings are not asserted."""
+    lines = _quick_benchmark("benchmarks.small_step").splitlines()
+    rows = [line for line in lines if line.startswith(("| 100 x 100", "| 30 x 1000"))]
+    assert len(rows) == 8, lines  # 2 workloads x 4 flag sets
+    header = next(line for line in lines if line.startswith("| workload"))
+    assert all(line.count("|") == header.count("|") for line in rows), lines  # every column filled
 
 
 @pytest.mark.usefixtures("accelerator")
