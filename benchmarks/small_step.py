@@ -13,8 +13,8 @@ consecutive calls):
 * ``replay``: the step's plan prepared again (``FastStep.replay``, after the
   groups' hyperparameters are checked): the checks and the gather, which
   write nothing visible, timed right before the update, as in a step;
-* ``gather``: ``np.concatenate`` of the gradients into a flat array, the call
-  with which the pack gathers them, timed right after an update, as in a step;
+* ``gather``: the pack's gather of the gradients alone (``np.concatenate`` into
+  its flat storage), timed right after an update, as in a step;
 * ``update``: the update ``replay`` returns: the kernel over the pack, and the
   copies back of any parameter that is not its pack's view;
 * ``torch foreach``: ``torch.optim.RMSprop(foreach=True).step``.
@@ -39,13 +39,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from benchmarks.step import FLAG_SETS, Workload, timed, workloads
-from lucid.nn import Parameter
-from lucid.optim import RMSprop
+from benchmarks.step import FLAG_SETS, Problem, Workload, timed, workloads
 from lucid.optim._fast import SMALL, resolve_num_threads
 from lucid.optim._kernel import resolve_accelerator
 
-#: The columns timed, in the order they run in a round (rotated from round to round).
+#: The parts timed, each a column of the table.
 PARTS = ("step", "replay", "gather", "update", "torch foreach")
 
 
@@ -58,19 +56,12 @@ def time_parts(
     workload: Workload, dtype: np.dtype, flags: dict[str, float | bool], threads: int, rounds: int, block: int
 ) -> dict[str, float]:
     """Return each of :data:`PARTS`' median seconds over ``rounds`` rounds of ``block`` timed calls."""
-    rng = np.random.default_rng(0)
-    values = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
-    grads = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
-    hyper = {"lr": 1e-4, "alpha": 0.99, "eps": 1e-8, **flags}
-
-    params = [Parameter(v.copy()) for v in values]
-    for p, g in zip(params, grads):
-        p.grad = g
-    opt = RMSprop(params, **hyper)
-    opt.num_threads = threads
+    problem = Problem.of(workload, dtype, flags)
+    opt = problem.lucid_rmsprop(threads)
     kernel = opt.backend.kernel
     opt.step()  # the first step packs the parameters and records the plan that the next ones replay
     fast = opt._fast_step
+    (pack,) = [pack for pack, *_ in fast._plan.packs]  # one group of one dtype: one pack
 
     def replay() -> Callable[[], None]:
         replayed = fast.replay(opt.param_groups, opt._checked_groups(), opt.state, threads, kernel)
@@ -79,11 +70,7 @@ def time_parts(
         return replayed[1]
 
     update = replay()
-    flat = np.empty(workload.elements, dtype)
-    tparams = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
-    for tp, g in zip(tparams, grads):
-        tp.grad = torch.from_numpy(g)
-    torch_step = torch.optim.RMSprop(tparams, foreach=True, **hyper).step
+    torch_step = problem.torch_rmsprop(foreach=True).step
 
     def as_in_a_step() -> dict[str, float]:
         """Time replay then update, as a step runs them: each after the other, the caches as a step leaves them."""
@@ -96,7 +83,7 @@ def time_parts(
     def gather_after_update() -> dict[str, float]:
         """Time the gather alone, after an update, as the step's gather runs."""
         update()
-        return {"gather": timed(lambda: np.concatenate(grads, axis=None, out=flat))}
+        return {"gather": timed(lambda: pack.gather_grads(problem.grads))}
 
     sequences: list[Callable[[], dict[str, float]]] = [
         lambda: {"step": timed(opt.step)},

@@ -130,6 +130,40 @@ def timed(step: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One configuration's starting values, gradients and hyperparameters, the same for every implementation."""
+
+    values: list[np.ndarray]
+    grads: list[np.ndarray]
+    hyper: dict[str, float | bool]
+
+    @classmethod
+    def of(cls, workload: Workload, dtype: np.dtype, flags: dict[str, float | bool]) -> Problem:
+        """Draw the values and gradients (seed 0) of ``workload`` in ``dtype``, with ``flags`` set."""
+        rng = np.random.default_rng(0)
+        values = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
+        grads = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
+        return cls(values, grads, {"lr": 1e-4, "alpha": 0.99, "eps": 1e-8, **flags})
+
+    def lucid_rmsprop(self, threads: int, accelerator: str | None = None) -> RMSprop:
+        """Return Lucid's RMSprop over copies of the values, each with its gradient (the arrays all read)."""
+        params = [Parameter(v.copy()) for v in self.values]
+        for p, g in zip(params, self.grads):
+            p.grad = g
+        opt = RMSprop(params, **self.hyper)
+        opt.num_threads = threads
+        opt.accelerator = accelerator
+        return opt
+
+    def torch_rmsprop(self, foreach: bool) -> torch.optim.RMSprop:
+        """Return torch's RMSprop over copies of the values, each gradient a tensor sharing its array."""
+        tparams = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in self.values]
+        for tp, g in zip(tparams, self.grads):
+            tp.grad = torch.from_numpy(g)
+        return torch.optim.RMSprop(tparams, foreach=foreach, **self.hyper)
+
+
 @dataclass
 class Row:
     """One configuration's measurements."""
@@ -172,26 +206,9 @@ def run_config(
     over the same stretch of the run, so a machine that slows down mid-run
     slows all of them.
     """
-    rng = np.random.default_rng(0)
-    values = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
-    grads = [rng.standard_normal(s).astype(dtype) for s in workload.shapes]
-    hyper = {"lr": 1e-4, "alpha": 0.99, "eps": 1e-8, **flags}
-
-    lucid_opts = []
-    for accelerator in accelerators:
-        params = [Parameter(v.copy()) for v in values]
-        for p, g in zip(params, grads):
-            p.grad = g
-        lucid_opts.append(RMSprop(params, **hyper))
-        lucid_opts[-1].num_threads = threads
-        lucid_opts[-1].accelerator = accelerator
-
-    torch_opts = []
-    for foreach in (True, False):
-        tparams = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
-        for tp, g in zip(tparams, grads):
-            tp.grad = torch.from_numpy(g)
-        torch_opts.append(torch.optim.RMSprop(tparams, foreach=foreach, **hyper))
+    problem = Problem.of(workload, dtype, flags)
+    lucid_opts = [problem.lucid_rmsprop(threads, accelerator) for accelerator in accelerators]
+    torch_opts = [problem.torch_rmsprop(foreach) for foreach in (True, False)]
 
     steps = [opt.step for opt in lucid_opts] + [torch_opts[0].step, torch_opts[1].step]
     times: list[list[float]] = [[] for _ in steps]
